@@ -1,0 +1,24 @@
+"""beamner: a native beam-search engine for spaCy's NER.
+
+The engine (``beamner._core``) implements spaCy 3.8's BILUO transition system,
+dynamic-oracle costs and thinc's beam search in C++; this package bridges it
+to spaCy pipes and docs.
+"""
+
+from beamner._core import BeamBatch, DocBatch, Gold, Parse, TransitionSystem
+from beamner._core import __version__ as __version__
+from beamner.search import beam_search, entity_scores
+from beamner.spacy_inputs import doc_batch, gold, transition_system
+
+__all__ = [
+    "BeamBatch",
+    "DocBatch",
+    "Gold",
+    "Parse",
+    "TransitionSystem",
+    "beam_search",
+    "doc_batch",
+    "entity_scores",
+    "gold",
+    "transition_system",
+]

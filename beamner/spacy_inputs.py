@@ -1,0 +1,104 @@
+"""Translate spaCy objects into the native engine's inputs.
+
+Everything here runs once per batch (never per state): docs become a
+:class:`~beamner._core.DocBatch` of per-token arrays, a spaCy ``ner.moves``
+becomes a :class:`~beamner._core.TransitionSystem` with the same class order,
+and a training :class:`~spacy.training.Example` becomes a :class:`~beamner._core.Gold`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy
+from spacy.attrs import ENT_IOB, ENT_TYPE, IS_SPACE, SENT_START
+from spacy.strings import get_string_id
+from spacy.tokens import Doc
+from spacy.training import Example
+
+from beamner._core import DocBatch, Gold, TransitionSystem
+
+#: Move ids, as spaCy's ``ner.pyx`` numbers them.
+MISSING, BEGIN, IN, LAST, UNIT, OUT = range(6)
+_MOVE_IDS = {"M": MISSING, "B": BEGIN, "I": IN, "L": LAST, "U": UNIT, "O": OUT}
+
+_TOKEN_ATTRS = [ENT_IOB, ENT_TYPE, SENT_START, IS_SPACE]
+
+
+def split_move_name(name: str) -> tuple[int, int]:
+    """``"B-ORG"`` -> (BEGIN, hash of "ORG"); ``"O"`` -> (OUT, 0); ``"U-"`` -> (UNIT, 0).
+
+    Labels may contain ``-`` (``"B-creative-work"``): only the first one splits.
+    """
+    move_str, _, label = name.partition("-")
+    if move_str not in _MOVE_IDS:
+        raise ValueError(f"not a BILUO move name: {name!r}")
+    return _MOVE_IDS[move_str], int(get_string_id(label)) if label else 0
+
+
+def transition_system(moves: Any) -> TransitionSystem:
+    """The native table for a spaCy ``BiluoPushDown`` (``nlp.get_pipe("ner").moves``),
+    in the same class order, so score columns line up with spaCy's model output."""
+    if not hasattr(moves, "get_class_name") or not hasattr(moves, "n_moves"):
+        raise TypeError(f"expected a spaCy BiluoPushDown (ner.moves), got {type(moves).__name__}")
+    n = int(moves.n_moves)
+    if n == 0:
+        raise ValueError("the NER has no actions: add labels and initialize it first")
+    move_ids = numpy.empty(n, dtype=numpy.uint8)
+    labels = numpy.empty(n, dtype=numpy.uint64)
+    for i in range(n):
+        move_ids[i], labels[i] = split_move_name(moves.get_class_name(i))
+    return TransitionSystem(move_ids, labels)
+
+
+def doc_batch(docs: Sequence[Doc]) -> DocBatch:
+    """Per-token preset entities, sentence starts and whitespace flags of ``docs``,
+    concatenated in order (document offsets are spaCy's batch offsets)."""
+    lengths = numpy.fromiter((len(doc) for doc in docs), dtype=numpy.int32, count=len(docs))
+    arrays = [doc.to_array(_TOKEN_ATTRS) for doc in docs if len(doc)]
+    if arrays:
+        table = numpy.concatenate(arrays).reshape(-1, len(_TOKEN_ATTRS))
+    else:
+        table = numpy.zeros((0, len(_TOKEN_ATTRS)), dtype=numpy.uint64)
+    # to_array returns uint64; sent_start is -1/0/1, so reinterpret as signed.
+    signed = table.view(numpy.int64)
+    return DocBatch(
+        ent_iob=signed[:, 0],
+        ent_type=table[:, 1],
+        sent_start=signed[:, 2],
+        is_space=signed[:, 3],
+        lengths=lengths,
+    )
+
+
+def gold(example: Example, neg_key: str | None = None) -> Gold:
+    """The oracle's view of an Example, as spaCy's ``create_gold_state`` builds it:
+    one action per predicted token (aligned gold BILUO tags, missing where
+    unannotated) and the negative spans under ``neg_key``."""
+    _, tags = example.get_aligned_ents_and_ner()
+    move_ids = numpy.empty(len(tags), dtype=numpy.uint8)
+    labels = numpy.zeros(len(tags), dtype=numpy.uint64)
+    for i, tag in enumerate(tags):
+        if tag is None or tag in ("", "-"):
+            move_ids[i] = MISSING
+        else:
+            move_ids[i], labels[i] = split_move_name(tag)
+    negatives = numpy.zeros((0, 2), dtype=numpy.int32)
+    negative_labels = numpy.zeros(0, dtype=numpy.uint64)
+    if neg_key is not None:
+        negs = example.get_aligned_spans_y2x(example.y.spans.get(neg_key, []), allow_overlap=True)
+        positives = {(e.start_char, e.end_char, e.label) for e in example.get_aligned_ents_and_ner()[0]}
+        for span in negs:
+            if (span.start_char, span.end_char, span.label) in positives:
+                raise ValueError(
+                    f"span {span.text!r} ({span.label_}) is both a gold entity and a negative "
+                    f"example under {neg_key!r}"
+                )
+        negatives = numpy.array([[s.start, s.end] for s in negs], dtype=numpy.int32).reshape(-1, 2)
+        negative_labels = numpy.array([s.label for s in negs], dtype=numpy.uint64)
+    return Gold(move_ids, labels, negatives, negative_labels)
+
+
+def golds(examples: Iterable[Example], neg_key: str | None = None) -> list[Gold]:
+    return [gold(eg, neg_key) for eg in examples]

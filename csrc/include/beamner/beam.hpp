@@ -1,0 +1,116 @@
+// Beam search over many documents at once, with thinc's Beam semantics as
+// spaCy's BeamBatch drives it (thinc/extra/search.pyx): density clipping,
+// the path-average bonus for finished states, float32 score accumulation,
+// and the same ordering and tie-breaking.
+#pragma once
+
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "beamner/doc.hpp"
+#include "beamner/scorer.hpp"
+#include "beamner/state.hpp"
+#include "beamner/transition_system.hpp"
+#include "beamner/types.hpp"
+
+namespace beamner {
+
+struct BeamOptions {
+  /// Beam width k (>= 1).
+  int width = 1;
+  /// Keep candidates whose probability is >= density times the best one's
+  /// (thinc's min_density, 0..1).
+  float density = 0.0f;
+  /// Gold-constrained search: only the lowest-cost valid actions (needs golds).
+  bool follow_gold = false;
+};
+
+/// One finished parse of a document.
+struct Parse {
+  float score = 0.0f;         ///< Beam score (sum of action scores plus bonuses).
+  double probability = 0.0;   ///< Softmax of the final beam's scores.
+  float loss = 0.0f;          ///< Summed oracle costs (0 without golds).
+  std::vector<std::int32_t> history;  ///< Action classes taken.
+  std::vector<Entity> entities;       ///< As spaCy's get_beam_parses lists them.
+};
+
+class BeamBatch {
+ public:
+  /// Throws std::invalid_argument on width < 1, a density outside [0, 1]
+  /// or not finite, or golds that do not match the documents.
+  BeamBatch(const TransitionSystem& system, DocBatch docs, BeamOptions options,
+            std::vector<Gold> golds = {});
+
+  int n_docs() const { return docs_.n_docs(); }
+  const DocBatch& docs() const { return docs_; }
+  int n_actions() const { return system_.n_actions(); }
+  const BeamOptions& options() const { return options_; }
+  bool is_done() const;
+  /// Unfinished states, in the order `advance` expects their score rows.
+  std::int64_t n_unfinished() const;
+  /// (n_unfinished, 3) context token ids.
+  void context_tokens(std::int32_t* out) const;
+  /// (n_unfinished, n_actions) validity, 0/1.
+  void valid_actions(std::uint8_t* out) const;
+  /// (n_unfinished, n_actions) oracle costs (needs golds); invalid actions cost 9000.
+  void costs(float* out) const;
+
+  /// One step: scores is (n_rows, n_cols) C order for the unfinished states.
+  /// Throws std::invalid_argument (and changes nothing) on a shape mismatch,
+  /// a score that is NaN or infinite, or a document none of whose states has
+  /// a valid action (inconsistent preset entities).
+  void advance(const float* scores, std::int64_t n_rows, std::int64_t n_cols);
+  /// Run to the end, scoring with `scorer`.
+  void run(Scorer& scorer);
+  /// Steps taken so far.
+  int n_steps() const { return steps_; }
+
+  /// The document's beam, best first (slot order, as thinc keeps it).
+  std::vector<Parse> parses(int doc) const;
+  /// Probability of each (start, end, label) summed over the parses that hold it.
+  std::vector<std::pair<Entity, double>> entity_probabilities(int doc) const;
+
+ private:
+  struct Slot {
+    State state;
+    float score = 0.0f;
+    float loss = 0.0f;
+    bool done = false;
+    std::int32_t node = -1;  ///< Last history node, -1 before the first action.
+  };
+  struct HistoryNode {
+    std::int32_t parent;
+    std::int32_t clas;
+  };
+  struct DocBeam {
+    std::vector<Slot> slots;
+    std::vector<Slot> next;
+    std::vector<HistoryNode> history;
+    int t = 0;
+    bool done = false;
+  };
+  struct Candidate {
+    float score;
+    std::uint64_t id;  ///< slot * n_actions + class, as thinc's queue entries.
+  };
+
+  void check_doc(int doc) const;
+  /// Validity (and costs, when `costs` is not null) of the unfinished states' rows.
+  void compute_valid(std::uint8_t* valid, float* costs) const;
+  void expand(int doc, const float* rows, const std::uint8_t* valid, const float* costs);
+  std::vector<std::int32_t> history_of(const DocBeam& beam, std::int32_t node) const;
+
+  TransitionSystem system_;
+  DocBatch docs_;
+  BeamOptions options_;
+  std::vector<Gold> golds_;
+  std::vector<DocBeam> beams_;
+  std::vector<Candidate> candidates_;
+  std::vector<std::uint8_t> valid_;
+  std::vector<float> costs_;
+  std::vector<std::int64_t> row_of_slot_;
+  int steps_ = 0;
+};
+
+}  // namespace beamner

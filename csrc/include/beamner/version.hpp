@@ -1,0 +1,5 @@
+#pragma once
+
+namespace beamner {
+constexpr const char* kVersion = "0.1.0";
+}  // namespace beamner

@@ -1,0 +1,101 @@
+// Checks at the Python boundary: every array is validated (type, dtype
+// kind, dimensions, shape) before native code reads it.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+#include <string>
+#include <vector>
+
+namespace beamner::python {
+
+namespace py = pybind11;
+
+inline std::string shape_of(const py::array& a) {
+  std::string s = "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) {
+    s += std::to_string(a.shape(i));
+    if (i + 1 < a.ndim() || a.ndim() == 1) s += a.ndim() == 1 ? "," : ", ";
+  }
+  return s + ")";
+}
+
+inline py::array as_array(const py::handle& obj, const char* name) {
+  if (!py::isinstance<py::array>(obj)) {
+    std::string type = py::str(py::type::handle_of(obj).attr("__name__"));
+    std::string hint = py::hasattr(obj, "__cuda_array_interface__")
+                           ? " (copy GPU arrays to the host first, e.g. cupy.asnumpy)"
+                           : "";
+    throw py::type_error(std::string(name) + " must be a numpy.ndarray, got " + type + hint);
+  }
+  return py::reinterpret_borrow<py::array>(obj);
+}
+
+/// A 1-d integer or boolean array, converted value by value to T; a value
+/// that T cannot hold is an error, never silently wrapped.
+template <typename T>
+std::vector<T> int_vector(const py::handle& obj, const char* name) {
+  py::array a = as_array(obj, name);
+  const char kind = a.dtype().kind();
+  if (kind != 'i' && kind != 'u' && kind != 'b') {
+    throw py::type_error(std::string(name) + " must have an integer or bool dtype, got " +
+                         std::string(py::str(a.dtype())));
+  }
+  if (a.ndim() != 1) {
+    throw py::value_error(std::string(name) + " must be 1-dimensional, got shape " + shape_of(a));
+  }
+  std::vector<T> out(static_cast<std::size_t>(a.shape(0)));
+  const auto fail = [&](std::size_t i, const std::string& value) {
+    throw py::value_error(std::string(name) + "[" + std::to_string(i) + "] = " + value +
+                          " does not fit in " + (std::is_signed<T>::value ? "int" : "uint") +
+                          std::to_string(8 * sizeof(T)));
+  };
+  constexpr auto t_max = static_cast<std::uint64_t>(std::numeric_limits<T>::max());
+  if (kind == 'i') {
+    auto wide = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(a);
+    const std::int64_t* data = wide.data();
+    for (std::size_t i = 0; i < out.size(); ++i) {
+      const std::int64_t v = data[i];
+      const bool too_small = v < static_cast<std::int64_t>(std::numeric_limits<T>::min());
+      const bool too_big = v > 0 && static_cast<std::uint64_t>(v) > t_max;
+      if (too_small || too_big) fail(i, std::to_string(v));
+      out[i] = static_cast<T>(v);
+    }
+  } else {
+    auto wide = py::array_t<std::uint64_t, py::array::c_style | py::array::forcecast>::ensure(a);
+    const std::uint64_t* data = wide.data();
+    for (std::size_t i = 0; i < out.size(); ++i) {
+      if (data[i] > t_max) fail(i, std::to_string(data[i]));
+      out[i] = static_cast<T>(data[i]);
+    }
+  }
+  return out;
+}
+
+/// A float32, C-contiguous array of the given number of dimensions; no copy.
+inline py::array_t<float> float_array(const py::handle& obj, const char* name, int ndim) {
+  py::array a = as_array(obj, name);
+  if (!a.dtype().is(py::dtype::of<float>())) {
+    throw py::type_error(std::string(name) + " must be float32, got " +
+                         std::string(py::str(a.dtype())));
+  }
+  if (a.ndim() != ndim) {
+    throw py::value_error(std::string(name) + " must be " + std::to_string(ndim) +
+                          "-dimensional, got shape " + shape_of(a));
+  }
+  if (!(a.flags() & py::array::c_style)) {
+    throw py::value_error(std::string(name) +
+                          " must be C-contiguous (use numpy.ascontiguousarray)");
+  }
+  return py::reinterpret_borrow<py::array_t<float>>(a);
+}
+
+void bind_transition_system(py::module_& m);
+void bind_docs(py::module_& m);
+void bind_beam_batch(py::module_& m);
+
+}  // namespace beamner::python

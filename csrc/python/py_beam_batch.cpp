@@ -1,0 +1,229 @@
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <mutex>
+#include <optional>
+
+#include "beamner/beam.hpp"
+#include "common.hpp"
+
+namespace beamner::python {
+
+namespace {
+
+// The GIL is released inside native loops, so two Python threads could
+// reach one batch at once; the second gets an error instead of a data race.
+struct PyBeamBatch {
+  explicit PyBeamBatch(BeamBatch b) : batch(std::move(b)) {}
+  BeamBatch batch;
+  std::mutex mutex;
+};
+
+class Busy {
+ public:
+  explicit Busy(PyBeamBatch& b) : lock_(b.mutex, std::try_to_lock) {
+    if (!lock_.owns_lock()) {
+      throw std::runtime_error("this BeamBatch is in use by another thread; use one per thread");
+    }
+  }
+
+ private:
+  std::unique_lock<std::mutex> lock_;
+};
+
+std::unique_ptr<PyBeamBatch> make_batch(const TransitionSystem& system, const DocBatch& docs,
+                                        int width, float density,
+                                        const std::optional<std::vector<Gold>>& golds,
+                                        bool follow_gold) {
+  BeamOptions options;
+  options.width = width;
+  options.density = density;
+  options.follow_gold = follow_gold;
+  return std::make_unique<PyBeamBatch>(
+      BeamBatch(system, docs, options, golds.value_or(std::vector<Gold>{})));
+}
+
+void advance(PyBeamBatch& self, const py::handle& scores_obj) {
+  Busy busy(self);
+  py::array_t<float> scores = float_array(scores_obj, "scores", 2);
+  const float* data = scores.data();
+  const std::int64_t rows = scores.shape(0);
+  const std::int64_t cols = scores.shape(1);
+  py::gil_scoped_release release;
+  self.batch.advance(data, rows, cols);
+}
+
+void expect_shape(const py::array& a, const char* name, std::initializer_list<py::ssize_t> shape) {
+  std::size_t i = 0;
+  bool ok = static_cast<std::size_t>(a.ndim()) == shape.size();
+  for (py::ssize_t dim : shape) ok = ok && a.shape(static_cast<py::ssize_t>(i++)) == dim;
+  if (!ok) {
+    std::string want = "(";
+    i = 0;
+    for (py::ssize_t dim : shape) want += (i++ ? ", " : "") + std::to_string(dim);
+    throw py::value_error(std::string(name) + " must have shape " + want +
+                          (shape.size() == 1 ? ",)" : ")") + ", got " + shape_of(a));
+  }
+}
+
+// thinc computes the upper layer with cython-blis; its `blis.cy.sgemm` is
+// exported through Cython's C-API capsules, so the native search can call
+// the same kernel and get spaCy's scores bit for bit.
+SgemmFn blis_sgemm() {
+  static const char* const kSignature =
+      "void (int, int, int, int, int, float, float const *, int, float const *, int, float, "
+      "float *, int)";
+  py::object capsule = py::module_::import("blis.cy").attr("__pyx_capi__")["sgemm"];
+  const char* name = PyCapsule_GetName(capsule.ptr());
+  if (name == nullptr || std::string(name) != kSignature) {
+    throw std::runtime_error(std::string("blis.cy.sgemm has an unexpected signature: ") +
+                             (name != nullptr ? name : "(none)"));
+  }
+  return reinterpret_cast<SgemmFn>(PyCapsule_GetPointer(capsule.ptr(), name));
+}
+
+void run_precomputed(PyBeamBatch& self, const py::handle& features_obj,
+                     const py::handle& lower_bias_obj, const py::handle& upper_W_obj,
+                     const py::handle& upper_b_obj, const py::handle& class_mask_obj,
+                     bool use_blis) {
+  Busy busy(self);
+  py::array_t<float> features = float_array(features_obj, "features", 4);
+  PrecomputedModel model;
+  model.features = features.data();
+  model.n_rows = features.shape(0);
+  model.nF = static_cast<int>(features.shape(1));
+  model.nO = static_cast<int>(features.shape(2));
+  model.nP = static_cast<int>(features.shape(3));
+  const std::int64_t n_tokens = self.batch.docs().n_tokens();
+  if (model.n_rows != n_tokens + 1) {
+    throw py::value_error("features must have one row per token plus the padding row (" +
+                          std::to_string(n_tokens + 1) + "), got " + std::to_string(model.n_rows));
+  }
+  py::array_t<float> lower_bias = float_array(lower_bias_obj, "lower_bias", 2);
+  expect_shape(lower_bias, "lower_bias", {model.nO, model.nP});
+  model.lower_bias = lower_bias.data();
+  py::array_t<float> upper_W, upper_b, class_mask;
+  if (upper_W_obj.is_none() != upper_b_obj.is_none()) {
+    throw py::value_error("upper_W and upper_b must be given together (or both None)");
+  }
+  model.n_classes = model.nO;
+  if (!upper_W_obj.is_none()) {
+    upper_W = float_array(upper_W_obj, "upper_W", 2);
+    model.n_classes = static_cast<int>(upper_W.shape(0));
+    expect_shape(upper_W, "upper_W", {model.n_classes, model.nO});
+    upper_b = float_array(upper_b_obj, "upper_b", 1);
+    expect_shape(upper_b, "upper_b", {model.n_classes});
+    model.upper_W = upper_W.data();
+    model.upper_b = upper_b.data();
+  }
+  if (!class_mask_obj.is_none()) {
+    class_mask = float_array(class_mask_obj, "class_mask", 1);
+    expect_shape(class_mask, "class_mask", {model.n_classes});
+    model.class_mask = class_mask.data();
+  }
+  if (use_blis) model.sgemm = blis_sgemm();
+  PrecomputedScorer scorer(model);
+  py::gil_scoped_release release;
+  self.batch.run(scorer);
+}
+
+py::list parses(const PyBeamBatch& self, int doc) {
+  py::list out;
+  for (Parse& p : self.batch.parses(doc)) out.append(std::move(p));
+  return out;
+}
+
+py::dict entity_probabilities(const PyBeamBatch& self, int doc) {
+  py::dict out;
+  for (const auto& [e, prob] : self.batch.entity_probabilities(doc)) {
+    out[py::make_tuple(e.start, e.end, e.label)] = prob;
+  }
+  return out;
+}
+
+}  // namespace
+
+void bind_beam_batch(py::module_& m) {
+  py::class_<Parse>(m, "Parse", "One parse of a document's final beam.")
+      .def_readonly("score", &Parse::score)
+      .def_readonly("probability", &Parse::probability)
+      .def_readonly("loss", &Parse::loss)
+      .def_property_readonly("history",
+                             [](const Parse& p) {
+                               return py::array_t<std::int32_t>(
+                                   static_cast<py::ssize_t>(p.history.size()), p.history.data());
+                             })
+      .def_property_readonly("entities",
+                             [](const Parse& p) {
+                               py::list out;
+                               for (const Entity& e : p.entities) {
+                                 out.append(py::make_tuple(e.start, e.end, e.label));
+                               }
+                               return out;
+                             })
+      .def("__repr__", [](const Parse& p) {
+        return "Parse(score=" + std::to_string(p.score) +
+               ", probability=" + std::to_string(p.probability) +
+               ", n_entities=" + std::to_string(p.entities.size()) + ")";
+      });
+
+  py::class_<PyBeamBatch>(m, "BeamBatch",
+                          "Beam search over many documents with thinc's Beam semantics.")
+      .def(py::init(&make_batch), py::arg("system"), py::arg("docs"), py::arg("width") = 1,
+           py::arg("density") = 0.0f, py::arg("golds") = py::none(),
+           py::arg("follow_gold") = false)
+      .def_property_readonly("n_docs", [](const PyBeamBatch& b) { return b.batch.n_docs(); })
+      .def_property_readonly("n_actions", [](const PyBeamBatch& b) { return b.batch.n_actions(); })
+      .def_property_readonly("width", [](const PyBeamBatch& b) { return b.batch.options().width; })
+      .def_property_readonly("density",
+                             [](const PyBeamBatch& b) { return b.batch.options().density; })
+      .def_property_readonly("is_done", [](const PyBeamBatch& b) { return b.batch.is_done(); })
+      .def_property_readonly("n_steps", [](const PyBeamBatch& b) { return b.batch.n_steps(); })
+      .def_property_readonly("n_unfinished",
+                             [](const PyBeamBatch& b) { return b.batch.n_unfinished(); })
+      .def(
+          "context_tokens",
+          [](PyBeamBatch& b) {
+            Busy busy(b);
+            py::array_t<std::int32_t> out(
+                {static_cast<py::ssize_t>(b.batch.n_unfinished()),
+                 static_cast<py::ssize_t>(kNumContextFeatures)});
+            b.batch.context_tokens(out.mutable_data());
+            return out;
+          },
+          "(n_unfinished, 3) int32 context token ids with batch offsets, -1 for padding.")
+      .def(
+          "valid_actions",
+          [](PyBeamBatch& b) {
+            Busy busy(b);
+            const auto n = static_cast<py::ssize_t>(b.batch.n_unfinished());
+            std::vector<std::uint8_t> valid(static_cast<std::size_t>(n * b.batch.n_actions()));
+            b.batch.valid_actions(valid.data());
+            py::array_t<bool> out({n, static_cast<py::ssize_t>(b.batch.n_actions())});
+            std::copy(valid.begin(), valid.end(), out.mutable_data());
+            return out;
+          },
+          "(n_unfinished, n_actions) bool: which actions each unfinished state may take.")
+      .def(
+          "costs",
+          [](PyBeamBatch& b) {
+            Busy busy(b);
+            py::array_t<float> out({static_cast<py::ssize_t>(b.batch.n_unfinished()),
+                                    static_cast<py::ssize_t>(b.batch.n_actions())});
+            b.batch.costs(out.mutable_data());
+            return out;
+          },
+          "(n_unfinished, n_actions) float32 oracle costs (9000 for invalid actions).")
+      .def("advance", &advance, py::arg("scores"),
+           "One step with a C-contiguous float32 (n_unfinished, n_actions) score matrix.")
+      .def("run_precomputed", &run_precomputed, py::arg("features"), py::arg("lower_bias"),
+           py::arg("upper_W") = py::none(), py::arg("upper_b") = py::none(),
+           py::arg("class_mask") = py::none(), py::arg("use_blis") = true,
+           "Run to the end natively, scoring with the precomputed lower layer and the upper "
+           "layer (through thinc's blis sgemm when use_blis, else the linked CBLAS).")
+      .def("parses", &parses, py::arg("doc"), "The document's final beam, best first.")
+      .def("entity_probabilities", &entity_probabilities, py::arg("doc"),
+           "{(start, end, label): probability summed over the beam's parses}.");
+}
+
+}  // namespace beamner::python

@@ -1,0 +1,365 @@
+// Beam expansion with thinc's Beam semantics (thinc/extra/search.pyx,
+// Beam._fill and Beam.advance) as spaCy's BeamBatch drives it
+// (spacy/pipeline/_parser_internals/_beam_utils.pyx). Where thinc's
+// arithmetic is float32 or double, ours is the same, so scores agree bit
+// for bit given the same score matrices.
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "beamner/beam.hpp"
+
+namespace beamner {
+namespace {
+
+// thinc pops candidates from a std::priority_queue<pair<float, size_t>>:
+// highest score first, ties broken by the larger (slot * n_class + class).
+inline bool ranks_before(float score_a, std::uint64_t id_a, float score_b, std::uint64_t id_b) {
+  return score_b < score_a || (!(score_a < score_b) && id_b < id_a);
+}
+
+void check_golds(const DocBatch& docs, const std::vector<Gold>& golds) {
+  if (golds.empty()) return;
+  if (static_cast<int>(golds.size()) != docs.n_docs()) {
+    throw std::invalid_argument("expected one gold per document (" +
+                                std::to_string(docs.n_docs()) + "), got " +
+                                std::to_string(golds.size()));
+  }
+  for (int d = 0; d < docs.n_docs(); ++d) {
+    const Gold& g = golds[static_cast<std::size_t>(d)];
+    if (static_cast<std::int64_t>(g.ner.size()) != docs.length(d)) {
+      throw std::invalid_argument("gold " + std::to_string(d) + " has " +
+                                  std::to_string(g.ner.size()) + " tags for a document of " +
+                                  std::to_string(docs.length(d)) + " tokens");
+    }
+    for (std::size_t i = 0; i < g.ner.size(); ++i) {
+      const int move = static_cast<int>(g.ner[i].move);
+      if (move < 0 || move >= kNumMoves) {
+        throw std::invalid_argument("gold " + std::to_string(d) + ", token " +
+                                    std::to_string(i) + ": move must be 0..5, got " +
+                                    std::to_string(move));
+      }
+    }
+    for (const Entity& e : g.negatives) {
+      if (e.start < 0 || e.end <= e.start || e.end > docs.length(d)) {
+        throw std::invalid_argument("gold " + std::to_string(d) + ": negative span [" +
+                                    std::to_string(e.start) + ", " + std::to_string(e.end) +
+                                    ") is outside the document of " +
+                                    std::to_string(docs.length(d)) + " tokens");
+      }
+    }
+  }
+}
+
+}  // namespace
+
+BeamBatch::BeamBatch(const TransitionSystem& system, DocBatch docs, BeamOptions options,
+                     std::vector<Gold> golds)
+    : system_(system), docs_(std::move(docs)), options_(options), golds_(std::move(golds)) {
+  if (options_.width < 1) {
+    throw std::invalid_argument("beam width must be >= 1, got " + std::to_string(options_.width));
+  }
+  if (!(options_.density >= 0.0f && options_.density <= 1.0f)) {
+    throw std::invalid_argument("beam density must be in [0, 1], got " +
+                                std::to_string(options_.density));
+  }
+  if (options_.follow_gold && golds_.empty()) {
+    throw std::invalid_argument("follow_gold needs golds");
+  }
+  check_golds(docs_, golds_);
+  beams_.resize(static_cast<std::size_t>(docs_.n_docs()));
+  for (int d = 0; d < docs_.n_docs(); ++d) {
+    DocBeam& beam = beams_[static_cast<std::size_t>(d)];
+    beam.slots.reserve(static_cast<std::size_t>(options_.width));
+    beam.next.reserve(static_cast<std::size_t>(options_.width));
+    Slot first;
+    first.state = State::initial(docs_.length(d));
+    first.done = first.state.is_final();
+    beam.slots.push_back(first);
+    beam.done = first.done;
+  }
+}
+
+bool BeamBatch::is_done() const {
+  for (const DocBeam& beam : beams_) {
+    if (!beam.done) return false;
+  }
+  return true;
+}
+
+std::int64_t BeamBatch::n_unfinished() const {
+  std::int64_t n = 0;
+  for (const DocBeam& beam : beams_) {
+    if (beam.done) continue;
+    for (const Slot& slot : beam.slots) n += !slot.done;
+  }
+  return n;
+}
+
+void BeamBatch::context_tokens(std::int32_t* out) const {
+  for (int d = 0; d < n_docs(); ++d) {
+    const DocBeam& beam = beams_[static_cast<std::size_t>(d)];
+    if (beam.done) continue;
+    for (const Slot& slot : beam.slots) {
+      if (slot.done) continue;
+      slot.state.context_tokens(out, docs_.offset(d));
+      out += kNumContextFeatures;
+    }
+  }
+}
+
+void BeamBatch::compute_valid(std::uint8_t* valid_out, float* costs_out) const {
+  std::size_t row = 0;
+  const auto width = static_cast<std::size_t>(n_actions());
+  std::vector<float> scratch(golds_.empty() || costs_out != nullptr ? 0 : width);
+  for (int d = 0; d < n_docs(); ++d) {
+    const DocBeam& beam = beams_[static_cast<std::size_t>(d)];
+    if (beam.done) continue;
+    for (const Slot& slot : beam.slots) {
+      if (slot.done) continue;
+      std::uint8_t* valid = valid_out + row * width;
+      if (golds_.empty()) {
+        system_.set_valid(slot.state, docs_.tokens(d), valid);
+      } else {
+        float* costs = costs_out != nullptr ? costs_out + row * width : scratch.data();
+        system_.set_costs(slot.state, docs_.tokens(d), golds_[static_cast<std::size_t>(d)], valid,
+                          costs);
+        if (options_.follow_gold) {
+          // spaCy's BeamBatch._set_costs(follow_gold=True): keep the cheapest
+          // valid actions, starting from a minimum of 0.
+          float min_cost = 0.0f;
+          for (std::size_t j = 0; j < width; ++j) {
+            if (valid[j] && costs[j] < min_cost) min_cost = costs[j];
+          }
+          for (std::size_t j = 0; j < width; ++j) {
+            if (costs[j] > min_cost) valid[j] = 0;
+          }
+        }
+      }
+      ++row;
+    }
+  }
+}
+
+void BeamBatch::valid_actions(std::uint8_t* out) const { compute_valid(out, nullptr); }
+
+void BeamBatch::costs(float* out) const {
+  if (golds_.empty()) throw std::logic_error("costs need golds");
+  std::vector<std::uint8_t> valid(static_cast<std::size_t>(n_unfinished()) *
+                                  static_cast<std::size_t>(n_actions()));
+  compute_valid(valid.data(), out);
+}
+
+void BeamBatch::advance(const float* scores, std::int64_t n_rows, std::int64_t n_cols) {
+  const std::int64_t expected_rows = n_unfinished();
+  if (n_cols != n_actions() || n_rows != expected_rows) {
+    throw std::invalid_argument("scores must have shape (" + std::to_string(expected_rows) + ", " +
+                                std::to_string(n_actions()) + ") for the unfinished states, got (" +
+                                std::to_string(n_rows) + ", " + std::to_string(n_cols) + ")");
+  }
+  if (expected_rows == 0) return;
+  const std::int64_t n_cells = n_rows * n_cols;
+  for (std::int64_t i = 0; i < n_cells; ++i) {
+    if (!std::isfinite(scores[i])) {
+      throw std::invalid_argument("score at row " + std::to_string(i / n_cols) + ", column " +
+                                  std::to_string(i % n_cols) + " is " +
+                                  std::to_string(scores[i]) + "; scores must be finite");
+    }
+  }
+  const std::size_t n_valid_cells = static_cast<std::size_t>(n_cells);
+  valid_.resize(n_valid_cells);
+  costs_.assign(golds_.empty() ? 0 : n_valid_cells, 0.0f);
+  compute_valid(valid_.data(), costs_.empty() ? nullptr : costs_.data());
+  // Every document must keep at least one candidate, or thinc's beam would
+  // end up empty; check all before changing anything.
+  {
+    std::size_t row = 0;
+    const auto width = static_cast<std::size_t>(n_actions());
+    for (int d = 0; d < n_docs(); ++d) {
+      const DocBeam& beam = beams_[static_cast<std::size_t>(d)];
+      if (beam.done) continue;
+      bool any = false;
+      std::int32_t pos = -1;
+      for (const Slot& slot : beam.slots) {
+        if (slot.done) {
+          any = true;
+          continue;
+        }
+        pos = slot.state.pos;
+        const std::uint8_t* valid = valid_.data() + row * width;
+        any = any || std::any_of(valid, valid + width, [](std::uint8_t v) { return v != 0; });
+        ++row;
+      }
+      if (!any) {
+        throw std::invalid_argument(
+            "document " + std::to_string(d) + ": no valid action at token " + std::to_string(pos) +
+            (options_.follow_gold ? " that follows the gold annotation"
+                                  : "; its preset entities (ent_iob/ent_type) are inconsistent"));
+      }
+    }
+  }
+  std::size_t row = 0;
+  const auto width = static_cast<std::size_t>(n_actions());
+  for (int d = 0; d < n_docs(); ++d) {
+    DocBeam& beam = beams_[static_cast<std::size_t>(d)];
+    if (beam.done) continue;
+    std::size_t n_rows_doc = 0;
+    for (const Slot& slot : beam.slots) n_rows_doc += !slot.done;
+    expand(d, scores + row * width, valid_.data() + row * width,
+           costs_.empty() ? nullptr : costs_.data() + row * width);
+    row += n_rows_doc;
+  }
+  ++steps_;
+}
+
+void BeamBatch::expand(int doc, const float* rows, const std::uint8_t* valid, const float* costs) {
+  DocBeam& beam = beams_[static_cast<std::size_t>(doc)];
+  const auto n_class = static_cast<std::uint64_t>(n_actions());
+  // Beam._fill: one candidate per finished state (with the path-average
+  // bonus of TACL '13), one per valid action of the others.
+  candidates_.clear();
+  row_of_slot_.assign(beam.slots.size(), -1);
+  std::int64_t row = 0;
+  for (std::size_t i = 0; i < beam.slots.size(); ++i) {
+    const Slot& slot = beam.slots[i];
+    const std::uint64_t base = i * n_class;
+    if (slot.done) {
+      const float s = slot.score;
+      const float bonus_score = slot.node >= 0 ? s + s / static_cast<float>(beam.t) : s;
+      candidates_.push_back({bonus_score, base});
+      continue;
+    }
+    row_of_slot_[i] = row;
+    const float* r = rows + row * static_cast<std::int64_t>(n_class);
+    const std::uint8_t* v = valid + row * static_cast<std::int64_t>(n_class);
+    for (std::uint64_t j = 0; j < n_class; ++j) {
+      if (v[j]) candidates_.push_back({slot.score + r[j], base + j});
+    }
+    ++row;
+  }
+  if (options_.density != 0.0f && !candidates_.empty()) {
+    // Softmax over all candidates in double; keep prob >= density / Z.
+    double max_ = candidates_[0].score;
+    for (const Candidate& c : candidates_) {
+      if (c.score > max_) max_ = c.score;
+    }
+    double Z = 0.0;
+    for (const Candidate& c : candidates_) Z += std::exp(c.score - max_);
+    const double cutoff = (1.0 / Z) * static_cast<double>(options_.density);
+    std::size_t kept = 0;
+    for (const Candidate& c : candidates_) {
+      const double prob = std::exp(c.score - max_) / Z;
+      if (prob >= cutoff) candidates_[kept++] = c;
+    }
+    candidates_.resize(kept);
+  }
+  const std::size_t n_keep =
+      std::min(candidates_.size(), static_cast<std::size_t>(options_.width));
+  const auto before = [](const Candidate& a, const Candidate& b) {
+    return ranks_before(a.score, a.id, b.score, b.id);
+  };
+  std::partial_sort(candidates_.begin(), candidates_.begin() + static_cast<std::ptrdiff_t>(n_keep),
+                    candidates_.end(), before);
+  beam.next.clear();
+  for (std::size_t k = 0; k < n_keep; ++k) {
+    const Candidate& c = candidates_[k];
+    const std::size_t p = c.id / n_class;
+    const auto clas = static_cast<std::int32_t>(c.id % n_class);
+    const Slot& parent = beam.slots[p];
+    Slot child = parent;
+    child.score = c.score;
+    if (!parent.done) {
+      system_.apply(child.state, clas);
+      if (costs != nullptr) child.loss = parent.loss + costs[row_of_slot_[p] * n_class + clas];
+      child.node = static_cast<std::int32_t>(beam.history.size());
+      beam.history.push_back({parent.node, clas});
+      child.done = child.state.is_final();
+    }
+    beam.next.push_back(child);
+  }
+  beam.slots.swap(beam.next);
+  beam.t += 1;
+  beam.done = std::all_of(beam.slots.begin(), beam.slots.end(),
+                          [](const Slot& s) { return s.done; });
+}
+
+void BeamBatch::run(Scorer& scorer) {
+  if (scorer.n_classes() != n_actions()) {
+    throw std::invalid_argument("scorer gives " + std::to_string(scorer.n_classes()) +
+                                " classes but the transition table has " +
+                                std::to_string(n_actions()));
+  }
+  std::vector<std::int32_t> context;
+  std::vector<float> scores;
+  while (!is_done()) {
+    const std::int64_t n = n_unfinished();
+    if (n == 0) break;
+    context.resize(static_cast<std::size_t>(n) * kNumContextFeatures);
+    scores.resize(static_cast<std::size_t>(n) * static_cast<std::size_t>(n_actions()));
+    context_tokens(context.data());
+    scorer.score(context.data(), n, scores.data());
+    advance(scores.data(), n, n_actions());
+  }
+}
+
+std::vector<std::int32_t> BeamBatch::history_of(const DocBeam& beam, std::int32_t node) const {
+  std::vector<std::int32_t> hist;
+  while (node >= 0) {
+    const HistoryNode& h = beam.history[static_cast<std::size_t>(node)];
+    hist.push_back(h.clas);
+    node = h.parent;
+  }
+  std::reverse(hist.begin(), hist.end());
+  return hist;
+}
+
+std::vector<Parse> BeamBatch::parses(int doc) const {
+  if (doc < 0 || doc >= n_docs()) {
+    throw std::out_of_range("document index " + std::to_string(doc) + " out of range for " +
+                            std::to_string(n_docs()) + " documents");
+  }
+  const DocBeam& beam = beams_[static_cast<std::size_t>(doc)];
+  std::vector<Parse> out(beam.slots.size());
+  // thinc's Beam.probs: softmax over the beam's scores, in double.
+  double max_ = beam.slots[0].score;
+  for (const Slot& s : beam.slots) max_ = std::max(max_, static_cast<double>(s.score));
+  double Z = 0.0;
+  for (const Slot& s : beam.slots) Z += std::exp(s.score - max_);
+  for (std::size_t i = 0; i < beam.slots.size(); ++i) {
+    const Slot& s = beam.slots[i];
+    Parse& p = out[i];
+    p.score = s.score;
+    p.probability = std::exp(s.score - max_) / Z;
+    p.loss = s.loss;
+    p.history = history_of(beam, s.node);
+    p.entities = system_.entities(p.history.data(), p.history.size(), s.state.length);
+  }
+  return out;
+}
+
+std::vector<std::pair<Entity, double>> BeamBatch::entity_probabilities(int doc) const {
+  std::vector<std::pair<Entity, double>> items;
+  for (const Parse& p : parses(doc)) {
+    for (const Entity& e : p.entities) items.emplace_back(e, p.probability);
+  }
+  // Stable, so each entity's probabilities add up in beam order.
+  std::stable_sort(items.begin(), items.end(), [](const auto& a, const auto& b) {
+    const Entity& x = a.first;
+    const Entity& y = b.first;
+    if (x.start != y.start) return x.start < y.start;
+    if (x.end != y.end) return x.end < y.end;
+    return x.label < y.label;
+  });
+  std::vector<std::pair<Entity, double>> merged;
+  for (const auto& item : items) {
+    if (!merged.empty() && merged.back().first == item.first) {
+      merged.back().second += item.second;
+    } else {
+      merged.push_back(item);
+    }
+  }
+  return merged;
+}
+
+}  // namespace beamner
