@@ -1,0 +1,73 @@
+"""beamner against spaCy's own beam search on the real en_core_web_sm 3.8.0 pipeline.
+
+Both paths of beamner are checked: the fused native search (lower layer
+precomputed once, steps scored natively through thinc's blis sgemm) and the
+step API (each step scored by spaCy's own ParserStepModel). Both see the same
+floats as spaCy, so histories and scores must be identical, not merely close.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import beamner
+
+WIDTHS = [1, 4, 16, 64]
+DENSITIES = [0.0, 0.0001, 0.01]
+
+
+def _spacy_beams(ner, docs, width, density):  # type: ignore[no-untyped-def]
+    return ner.beam_parse(docs, beam_width=width, beam_density=density)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "step"])
+@pytest.mark.parametrize("density", DENSITIES)
+@pytest.mark.parametrize("width", WIDTHS)
+def test_same_k_best_as_spacy(nlp_sm, real_docs, width, density, fused):  # type: ignore[no-untyped-def]
+    ner = nlp_sm.get_pipe("ner")
+    spacy_beams = _spacy_beams(ner, real_docs, width, density)
+    batch = beamner.beam_search(ner, real_docs, width, density, fused=fused)
+    assert batch.n_docs == len(real_docs)
+    strings = nlp_sm.vocab.strings
+    for i, beam in enumerate(spacy_beams):
+        parses = batch.parses(i)
+        assert [list(h) for h in beam.histories[: len(beam)]] == [
+            p.history.tolist() for p in parses
+        ], f"doc {i}"
+        assert list(beam.scores) == [p.score for p in parses], f"doc {i}"
+        for prob, parse in zip(beam.probs, parses):
+            assert parse.probability == pytest.approx(prob, abs=1e-12, rel=0)
+        expected = ner.moves.get_beam_parses(beam)
+        got = [
+            (p.probability, [(s, e, strings[label]) for s, e, label in p.entities]) for p in parses
+        ]
+        assert [ents for _, ents in expected] == [ents for _, ents in got], f"doc {i}"
+
+
+def test_width_one_matches_greedy_ner(nlp_sm, real_texts):  # type: ignore[no-untyped-def]
+    """Width 1 follows the argmax like greedy parsing (ties aside, which the
+    beam breaks towards the higher class and greedy towards the lower)."""
+    greedy = list(nlp_sm.pipe(real_texts))
+    docs = list(nlp_sm.pipe(real_texts, disable=["ner"]))
+    batch = beamner.beam_search(nlp_sm.get_pipe("ner"), docs, 1, 0.0)
+    strings = nlp_sm.vocab.strings
+    for i, doc in enumerate(greedy):
+        expected = [(e.start, e.end, e.label_) for e in doc.ents]
+        (parse,) = batch.parses(i)
+        assert [(s, e, strings[label]) for s, e, label in parse.entities] == expected, f"doc {i}"
+
+
+def test_entity_scores_sum_parse_probabilities(nlp_sm, real_docs):  # type: ignore[no-untyped-def]
+    """entity_scores equals the user snippet's sum over get_beam_parses."""
+    ner = nlp_sm.get_pipe("ner")
+    docs = real_docs[:30]
+    beams = ner.beam_parse(docs, beam_width=16, beam_density=0.0001)
+    ours = beamner.entity_scores(ner, docs, beam_width=16, beam_density=0.0001)
+    for beam, scores in zip(beams, ours):
+        expected: dict[tuple[int, int, str], float] = {}
+        for score, ents in ner.moves.get_beam_parses(beam):
+            for start, end, label in ents:
+                expected[(start, end, label)] = expected.get((start, end, label), 0.0) + score
+        assert scores.keys() == expected.keys()
+        for key, value in expected.items():
+            assert scores[key] == pytest.approx(value, abs=1e-12, rel=0)
