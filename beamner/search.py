@@ -45,7 +45,7 @@ def beam_search(
         return batch
     scorer = StepScorer(pipe, docs)
     try:
-        while not batch.is_done:
+        while batch.n_unfinished:
             batch.advance(scorer(batch.context_tokens()))
     finally:
         scorer.close()
@@ -60,7 +60,9 @@ def entity_scores(
     batch = beam_search(pipe, docs, beam_width, beam_density)
     strings = pipe.vocab.strings
     return [
-        {(start, end, strings[label]): prob for (start, end, label), prob in
-         batch.entity_probabilities(i).items()}
+        {
+            (start, end, strings[label]): prob
+            for (start, end, label), prob in batch.entity_probabilities(i).items()
+        }
         for i in range(len(docs))
     ]

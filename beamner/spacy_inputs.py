@@ -88,7 +88,9 @@ def gold(example: Example, neg_key: str | None = None) -> Gold:
     negative_labels = numpy.zeros(0, dtype=numpy.uint64)
     if neg_key is not None:
         negs = example.get_aligned_spans_y2x(example.y.spans.get(neg_key, []), allow_overlap=True)
-        positives = {(e.start_char, e.end_char, e.label) for e in example.get_aligned_ents_and_ner()[0]}
+        positives = {
+            (e.start_char, e.end_char, e.label) for e in example.get_aligned_ents_and_ner()[0]
+        }
         for span in negs:
             if (span.start_char, span.end_char, span.label) in positives:
                 raise ValueError(

@@ -36,7 +36,7 @@ def test_wrong_shape_names_expected_and_got() -> None:
     bad = np.zeros((batch.n_unfinished + 1, batch.n_actions), dtype=np.float32)
     with pytest.raises(ValueError, match=r"shape \(2, 10\).*got \(3, 10\)"):
         batch.advance(bad)
-    with pytest.raises(ValueError, match="got \\(2, 11\\)"):
+    with pytest.raises(ValueError, match=r"got \(2, 11\)"):
         batch.advance(np.zeros((2, 11), dtype=np.float32))  # more columns than actions
     with pytest.raises(ValueError, match="2-dimensional"):
         batch.advance(np.zeros(20, dtype=np.float32))
@@ -50,7 +50,7 @@ def test_wrong_dtype_layout_or_type() -> None:
         batch.advance(np.zeros((1, 10)))
     with pytest.raises(ValueError, match="C-contiguous"):
         batch.advance(np.zeros((1, 20), dtype=np.float32)[:, ::2])
-    with pytest.raises(TypeError, match="numpy.ndarray, got list"):
+    with pytest.raises(TypeError, match=r"numpy.ndarray, got list"):
         batch.advance([[0.0] * 10])  # type: ignore[arg-type]
 
 
@@ -59,7 +59,7 @@ def test_non_finite_scores_are_rejected(value: float) -> None:
     batch = _batch(3)
     scores = _scores(batch)
     scores[0, 4] = value
-    with pytest.raises(ValueError, match="row 0, column 4 .*must be finite"):
+    with pytest.raises(ValueError, match=r"row 0, column 4 .*must be finite"):
         batch.advance(scores)
     assert batch.n_steps == 0
     batch.advance(_scores(batch))
@@ -82,7 +82,7 @@ def test_empty_and_one_token_docs() -> None:
 def test_options_are_checked() -> None:
     with pytest.raises(ValueError, match="width must be >= 1, got 0"):
         beamner.BeamBatch(_system(), _docs(2), 0, 0.0)
-    with pytest.raises(ValueError, match="density must be in \\[0, 1\\]"):
+    with pytest.raises(ValueError, match=r"density must be in \[0, 1\]"):
         beamner.BeamBatch(_system(), _docs(2), 2, 1.5)
     with pytest.raises(ValueError, match="density"):
         beamner.BeamBatch(_system(), _docs(2), 2, float("nan"))
@@ -96,7 +96,7 @@ def test_doc_arrays_are_checked() -> None:
         beamner.DocBatch(ok, ok, ok, ok, np.array([4]))
     with pytest.raises(ValueError, match="same length"):
         beamner.DocBatch(ok, np.zeros(2, dtype=np.uint64), ok, ok, np.array([3]))
-    with pytest.raises(ValueError, match="ent_iob must be 0..3, got 7"):
+    with pytest.raises(ValueError, match=r"ent_iob must be 0..3, got 7"):
         beamner.DocBatch(np.array([0, 7, 0]), ok, ok, ok, np.array([3]))
     with pytest.raises(ValueError, match="does not fit in int8"):
         beamner.DocBatch(np.array([0, 300, 0]), ok, ok, ok, np.array([3]))
@@ -111,7 +111,7 @@ def test_preset_label_missing_from_table() -> None:
     doc.set_ents([Span(doc, 1, 2, label="UNKNOWN")])
     batch = beamner.BeamBatch(_system(), beamner.doc_batch([doc]), 4, 0.0)
     batch.advance(_scores(batch))
-    with pytest.raises(ValueError, match="no valid action at token 1.*inconsistent"):
+    with pytest.raises(ValueError, match=r"no valid action at token 1.*inconsistent"):
         batch.advance(_scores(batch))
 
 
@@ -146,7 +146,10 @@ def test_gold_is_checked() -> None:
         beamner.Gold(np.array([9]), np.array([0], dtype=np.uint64))
     with pytest.raises(ValueError, match="outside the document"):
         beamner.Gold(
-            np.array([5, 5]), np.zeros(2, dtype=np.uint64), np.array([[1, 3]]), np.array([1], dtype=np.uint64)
+            np.array([5, 5]),
+            np.zeros(2, dtype=np.uint64),
+            np.array([[1, 3]]),
+            np.array([1], dtype=np.uint64),
         )
     gold = beamner.Gold(np.array([5, 5]), np.zeros(2, dtype=np.uint64))
     with pytest.raises(ValueError, match="one gold per document"):
@@ -166,11 +169,11 @@ def test_precomputed_arrays_are_checked() -> None:
     bias = np.zeros((nO, nP), dtype=np.float32)
     W = np.zeros((10, nO), dtype=np.float32)
     b = np.zeros(10, dtype=np.float32)
-    with pytest.raises(ValueError, match="one row per token plus the padding row \\(3\\), got 2"):
+    with pytest.raises(ValueError, match=r"one row per token plus the padding row \(3\), got 2"):
         batch.run_precomputed(feats[:2], bias, W, b)
-    with pytest.raises(ValueError, match="lower_bias must have shape \\(4, 2\\)"):
+    with pytest.raises(ValueError, match=r"lower_bias must have shape \(4, 2\)"):
         batch.run_precomputed(feats, bias.T.copy(), W, b)
-    with pytest.raises(ValueError, match="upper_b must have shape \\(10,\\)"):
+    with pytest.raises(ValueError, match=r"upper_b must have shape \(10,\)"):
         batch.run_precomputed(feats, bias, W, b[:5])
     with pytest.raises(ValueError, match="together"):
         batch.run_precomputed(feats, bias, W, None)

@@ -26,9 +26,7 @@ NEG_KEY = "incorrect"
 VOCAB = spacy.blank("en").vocab
 
 seeds = st.integers(min_value=0, max_value=2**32 - 1)
-SETTINGS = settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _moves(order: str, neg_key: str | None = None):  # type: ignore[no-untyped-def]
@@ -49,7 +47,9 @@ def test_validity_and_context_match_spacy(seed: int, n_tokens: int, order: str) 
     np.testing.assert_array_equal(valid, expected.valid)
     np.testing.assert_array_equal(context, expected.context_ids)
     strings = VOCAB.strings
-    ents = [(s, e, strings[label]) for s, e, label in system.entities(np.asarray(history), len(doc))]
+    ents = [
+        (s, e, strings[label]) for s, e, label in system.entities(np.asarray(history), len(doc))
+    ]
     assert ents == [tuple(e) for e in expected.ents]
 
 
@@ -99,11 +99,17 @@ def test_beam_matches_spacy(
         parses = batch.parses(i)
         assert [p.history.tolist() for p in parses] == [list(h) for h in expected.histories]
         assert [p.score for p in parses] == list(expected.scores)
-        np.testing.assert_allclose([p.probability for p in parses], expected.probs, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(
+            [p.probability for p in parses], expected.probs, rtol=0, atol=1e-12
+        )
 
 
 @SETTINGS
-@given(seed=seeds, width=st.sampled_from([1, 4, 16]), lengths=st.lists(st.integers(1, 15), min_size=1, max_size=4))
+@given(
+    seed=seeds,
+    width=st.sampled_from([1, 4, 16]),
+    lengths=st.lists(st.integers(1, 15), min_size=1, max_size=4),
+)
 def test_gold_following_beam_only_takes_zero_cost_actions(
     seed: int, width: int, lengths: list[int]
 ) -> None:
@@ -116,7 +122,11 @@ def test_gold_following_beam_only_takes_zero_cost_actions(
         beamner.transition_system(moves), beamner.doc_batch(docs), width, 0.0, golds=golds
     )
     follow = beamner.BeamBatch(
-        beamner.transition_system(moves), beamner.doc_batch(docs), width, 0.0, golds=golds,
+        beamner.transition_system(moves),
+        beamner.doc_batch(docs),
+        width,
+        0.0,
+        golds=golds,
         follow_gold=True,
     )
     score_fn = random_score_fn(rng, moves.n_moves)

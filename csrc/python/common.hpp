@@ -7,8 +7,8 @@
 
 #include <cstdint>
 #include <limits>
-#include <type_traits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace beamner::python {

@@ -170,8 +170,7 @@ void bind_beam_batch(py::module_& m) {
   py::class_<PyBeamBatch>(m, "BeamBatch",
                           "Beam search over many documents with thinc's Beam semantics.")
       .def(py::init(&make_batch), py::arg("system"), py::arg("docs"), py::arg("width") = 1,
-           py::arg("density") = 0.0f, py::arg("golds") = py::none(),
-           py::arg("follow_gold") = false)
+           py::arg("density") = 0.0f, py::arg("golds") = py::none(), py::arg("follow_gold") = false)
       .def_property_readonly("n_docs", [](const PyBeamBatch& b) { return b.batch.n_docs(); })
       .def_property_readonly("n_actions", [](const PyBeamBatch& b) { return b.batch.n_actions(); })
       .def_property_readonly("width", [](const PyBeamBatch& b) { return b.batch.options().width; })
@@ -185,9 +184,8 @@ void bind_beam_batch(py::module_& m) {
           "context_tokens",
           [](PyBeamBatch& b) {
             Busy busy(b);
-            py::array_t<std::int32_t> out(
-                {static_cast<py::ssize_t>(b.batch.n_unfinished()),
-                 static_cast<py::ssize_t>(kNumContextFeatures)});
+            py::array_t<std::int32_t> out({static_cast<py::ssize_t>(b.batch.n_unfinished()),
+                                           static_cast<py::ssize_t>(kNumContextFeatures)});
             b.batch.context_tokens(out.mutable_data());
             return out;
           },

@@ -17,9 +17,10 @@ DocBatch make_doc_batch(const py::handle& ent_iob, const py::handle& ent_type,
   const auto lens = int_vector<std::int32_t>(lengths, "lengths");
   const std::size_t n = iob.size();
   if (type.size() != n || sent.size() != n || space.size() != n) {
-    throw py::value_error("ent_iob, ent_type, sent_start and is_space must have the same length, got " +
-                          std::to_string(n) + ", " + std::to_string(type.size()) + ", " +
-                          std::to_string(sent.size()) + ", " + std::to_string(space.size()));
+    throw py::value_error(
+        "ent_iob, ent_type, sent_start and is_space must have the same length, got " +
+        std::to_string(n) + ", " + std::to_string(type.size()) + ", " +
+        std::to_string(sent.size()) + ", " + std::to_string(space.size()));
   }
   std::vector<TokenInfo> tokens(n);
   for (std::size_t i = 0; i < n; ++i) {

@@ -55,7 +55,8 @@ py::tuple trace(const TransitionSystem& system, const DocBatch& docs, int doc,
       std::fill(cost_row, cost_row + n_actions, 0.0f);
     }
     bool* valid_row = valid.mutable_data(t, 0);
-    for (py::ssize_t j = 0; j < n_actions; ++j) valid_row[j] = row[static_cast<std::size_t>(j)] != 0;
+    for (py::ssize_t j = 0; j < n_actions; ++j)
+      valid_row[j] = row[static_cast<std::size_t>(j)] != 0;
     state.context_tokens(context.mutable_data(t, 0), docs.offset(doc));
     const std::int32_t clas = hist[static_cast<std::size_t>(t)];
     if (clas < 0 || clas >= n_actions) {
@@ -111,8 +112,8 @@ void bind_transition_system(py::module_& m) {
             const auto hist = int_vector<std::int32_t>(history, "history");
             for (std::size_t i = 0; i < hist.size(); ++i) {
               if (hist[i] < 0 || hist[i] >= s.n_actions()) {
-                throw py::value_error("history[" + std::to_string(i) + "] = " +
-                                      std::to_string(hist[i]) + " is not an action index");
+                throw py::value_error("history[" + std::to_string(i) +
+                                      "] = " + std::to_string(hist[i]) + " is not an action index");
               }
             }
             py::list out;

@@ -22,9 +22,8 @@ inline bool ranks_before(float score_a, std::uint64_t id_a, float score_b, std::
 void check_golds(const DocBatch& docs, const std::vector<Gold>& golds) {
   if (golds.empty()) return;
   if (static_cast<int>(golds.size()) != docs.n_docs()) {
-    throw std::invalid_argument("expected one gold per document (" +
-                                std::to_string(docs.n_docs()) + "), got " +
-                                std::to_string(golds.size()));
+    throw std::invalid_argument("expected one gold per document (" + std::to_string(docs.n_docs()) +
+                                "), got " + std::to_string(golds.size()));
   }
   for (int d = 0; d < docs.n_docs(); ++d) {
     const Gold& g = golds[static_cast<std::size_t>(d)];
@@ -36,9 +35,8 @@ void check_golds(const DocBatch& docs, const std::vector<Gold>& golds) {
     for (std::size_t i = 0; i < g.ner.size(); ++i) {
       const int move = static_cast<int>(g.ner[i].move);
       if (move < 0 || move >= kNumMoves) {
-        throw std::invalid_argument("gold " + std::to_string(d) + ", token " +
-                                    std::to_string(i) + ": move must be 0..5, got " +
-                                    std::to_string(move));
+        throw std::invalid_argument("gold " + std::to_string(d) + ", token " + std::to_string(i) +
+                                    ": move must be 0..5, got " + std::to_string(move));
       }
     }
     for (const Entity& e : g.negatives) {
@@ -163,8 +161,8 @@ void BeamBatch::advance(const float* scores, std::int64_t n_rows, std::int64_t n
   for (std::int64_t i = 0; i < n_cells; ++i) {
     if (!std::isfinite(scores[i])) {
       throw std::invalid_argument("score at row " + std::to_string(i / n_cols) + ", column " +
-                                  std::to_string(i % n_cols) + " is " +
-                                  std::to_string(scores[i]) + "; scores must be finite");
+                                  std::to_string(i % n_cols) + " is " + std::to_string(scores[i]) +
+                                  "; scores must be finite");
     }
   }
   const std::size_t n_valid_cells = static_cast<std::size_t>(n_cells);
@@ -254,8 +252,7 @@ void BeamBatch::expand(int doc, const float* rows, const std::uint8_t* valid, co
     }
     candidates_.resize(kept);
   }
-  const std::size_t n_keep =
-      std::min(candidates_.size(), static_cast<std::size_t>(options_.width));
+  const std::size_t n_keep = std::min(candidates_.size(), static_cast<std::size_t>(options_.width));
   const auto before = [](const Candidate& a, const Candidate& b) {
     return ranks_before(a.score, a.id, b.score, b.id);
   };
@@ -280,8 +277,8 @@ void BeamBatch::expand(int doc, const float* rows, const std::uint8_t* valid, co
   }
   beam.slots.swap(beam.next);
   beam.t += 1;
-  beam.done = std::all_of(beam.slots.begin(), beam.slots.end(),
-                          [](const Slot& s) { return s.done; });
+  beam.done =
+      std::all_of(beam.slots.begin(), beam.slots.end(), [](const Slot& s) { return s.done; });
 }
 
 void BeamBatch::run(Scorer& scorer) {

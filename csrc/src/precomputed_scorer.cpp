@@ -20,8 +20,8 @@ PrecomputedScorer::PrecomputedScorer(const PrecomputedModel& model) : model_(mod
     if (!ok) throw std::invalid_argument("precomputed model: " + what);
   };
   require(model.features != nullptr, "features are missing");
-  require(model.n_rows >= 1, "features need at least the padding row, got " +
-                                 std::to_string(model.n_rows) + " rows");
+  require(model.n_rows >= 1,
+          "features need at least the padding row, got " + std::to_string(model.n_rows) + " rows");
   require(model.nF == kNumContextFeatures, "nF must be " + std::to_string(kNumContextFeatures) +
                                                " (spaCy's NER features), got " +
                                                std::to_string(model.nF));
@@ -34,8 +34,8 @@ PrecomputedScorer::PrecomputedScorer(const PrecomputedModel& model) : model_(mod
   require(model.n_rows <= std::int64_t{INT32_MAX}, "too many feature rows for 32-bit token ids");
   if (model.upper_W == nullptr) {
     require(model.n_classes == model.nO, "without an upper layer n_classes (" +
-                                             std::to_string(model.n_classes) +
-                                             ") must equal nO (" + std::to_string(model.nO) + ")");
+                                             std::to_string(model.n_classes) + ") must equal nO (" +
+                                             std::to_string(model.nO) + ")");
   }
 }
 
@@ -91,8 +91,8 @@ void PrecomputedScorer::score(const std::int32_t* context, std::int64_t n_states
     if (model_.sgemm != nullptr) {
       model_.sgemm(0, 1, m, n, k, 1.0f, hidden, k, model_.upper_W, k, 0.0f, scores, n);
     } else {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, hidden, k,
-                  model_.upper_W, k, 0.0f, scores, n);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, hidden, k, model_.upper_W,
+                  k, 0.0f, scores, n);
     }
     for (std::int64_t b = 0; b < n_states; ++b) {
       float* row = scores + b * nC;

@@ -28,9 +28,9 @@ bool begin_is_valid(const State& st, const TokenInfo* tokens, label_t label) {
     // Inside a preset entity: forced, across sentence starts and whitespace.
     return label == b0.ent_type && b1.ent_iob == 1;
   }
-  if (b1.ent_iob == 3) return false;      // next token begins a preset entity
-  if (b1.sent_start == 1) return false;   // no entity across sentences
-  if (b0.is_space) return false;          // no entity starts on whitespace
+  if (b1.ent_iob == 3) return false;     // next token begins a preset entity
+  if (b1.sent_start == 1) return false;  // no entity across sentences
+  if (b0.is_space) return false;         // no entity starts on whitespace
   return true;
 }
 
@@ -174,8 +174,8 @@ TransitionSystem::TransitionSystem(std::vector<Action> actions) : actions_(std::
     const Action& a = actions_[i];
     const auto move = static_cast<int>(a.move);
     if (move < 1 || move >= kNumMoves) {
-      throw std::invalid_argument("action " + std::to_string(i) + ": move " +
-                                  std::to_string(move) + " is not one of B, I, L, U, O (1..5)");
+      throw std::invalid_argument("action " + std::to_string(i) + ": move " + std::to_string(move) +
+                                  " is not one of B, I, L, U, O (1..5)");
     }
     if (a.move == Move::Out && a.label != 0) {
       throw std::invalid_argument("action " + std::to_string(i) + ": O cannot have a label");
@@ -281,7 +281,8 @@ float TransitionSystem::cost(const State& state, const Gold& gold, int clas) con
 void TransitionSystem::set_costs(const State& state, const TokenInfo* tokens, const Gold& gold,
                                  std::uint8_t* is_valid, float* costs) const {
   set_valid(state, tokens, is_valid);
-  for (int i = 0; i < n_actions(); ++i) costs[i] = is_valid[i] ? cost(state, gold, i) : kInvalidCost;
+  for (int i = 0; i < n_actions(); ++i)
+    costs[i] = is_valid[i] ? cost(state, gold, i) : kInvalidCost;
 }
 
 std::vector<Entity> TransitionSystem::entities(const std::int32_t* history, std::size_t n,

@@ -91,7 +91,7 @@ TEST_CASE("finished states get the path-average bonus while others catch up") {
   const int O = t.find({Move::Out, 0});
   BeamBatch beam(t, docs_of({1, 3}), BeamOptions{1, 0.0f});
   std::vector<float> scores(static_cast<std::size_t>(2 * t.n_actions()), 0.0f);
-  scores[static_cast<std::size_t>(O)] = 2.0f;                   // doc 0: O scores 2
+  scores[static_cast<std::size_t>(O)] = 2.0f;                  // doc 0: O scores 2
   scores[static_cast<std::size_t>(t.n_actions() + O)] = 1.0f;  // doc 1: O scores 1
   beam.advance(scores.data(), 2, t.n_actions());
   // Doc 0 is done after one step (score 2), doc 1 runs two more.

@@ -28,9 +28,9 @@ struct BeamOptions {
 
 /// One finished parse of a document.
 struct Parse {
-  float score = 0.0f;         ///< Beam score (sum of action scores plus bonuses).
-  double probability = 0.0;   ///< Softmax of the final beam's scores.
-  float loss = 0.0f;          ///< Summed oracle costs (0 without golds).
+  float score = 0.0f;                 ///< Beam score (sum of action scores plus bonuses).
+  double probability = 0.0;           ///< Softmax of the final beam's scores.
+  float loss = 0.0f;                  ///< Summed oracle costs (0 without golds).
   std::vector<std::int32_t> history;  ///< Action classes taken.
   std::vector<Entity> entities;       ///< As spaCy's get_beam_parses lists them.
 };

@@ -35,7 +35,9 @@ class DocBatch {
   std::int64_t n_tokens() const { return static_cast<std::int64_t>(tokens_.size()); }
   std::int32_t length(int doc) const { return lengths_[static_cast<std::size_t>(doc)]; }
   std::int32_t offset(int doc) const { return offsets_[static_cast<std::size_t>(doc)]; }
-  const TokenInfo* tokens(int doc) const { return tokens_.data() + offsets_[static_cast<std::size_t>(doc)]; }
+  const TokenInfo* tokens(int doc) const {
+    return tokens_.data() + offsets_[static_cast<std::size_t>(doc)];
+  }
 
  private:
   std::vector<TokenInfo> tokens_;

@@ -43,7 +43,8 @@ class TransitionSystem {
 
   /// Entities of a finished (or partial) action history, as spaCy's
   /// `get_beam_parses` lists them (closed entities only, in opening order).
-  std::vector<Entity> entities(const std::int32_t* history, std::size_t n, std::int32_t length) const;
+  std::vector<Entity> entities(const std::int32_t* history, std::size_t n,
+                               std::int32_t length) const;
 
  private:
   std::vector<Action> actions_;
