@@ -7,15 +7,18 @@ to spaCy pipes and docs.
 
 from beamner._core import BeamBatch, DocBatch, Gold, Parse, TransitionSystem
 from beamner._core import __version__ as __version__
+from beamner.pipeline import BeamnerEntityRecognizer, accelerate
 from beamner.search import beam_search, entity_scores
 from beamner.spacy_inputs import doc_batch, gold, transition_system
 
 __all__ = [
     "BeamBatch",
+    "BeamnerEntityRecognizer",
     "DocBatch",
     "Gold",
     "Parse",
     "TransitionSystem",
+    "accelerate",
     "beam_search",
     "doc_batch",
     "entity_scores",

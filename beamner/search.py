@@ -52,11 +52,25 @@ def beam_search(
     return batch
 
 
+def find_ner(nlp_or_pipe: Any) -> Any:
+    """The NER pipe itself, or the first entity recognizer of a pipeline."""
+    if hasattr(nlp_or_pipe, "moves"):
+        return nlp_or_pipe
+    from spacy.pipeline import EntityRecognizer
+
+    for _, pipe in getattr(nlp_or_pipe, "components", []):
+        if isinstance(pipe, EntityRecognizer):
+            return pipe
+    raise ValueError(f"no entity recognizer in {type(nlp_or_pipe).__name__}")
+
+
 def entity_scores(
-    pipe: Any, docs: Sequence[Doc], beam_width: int = 16, beam_density: float = 0.0001
+    nlp_or_pipe: Any, docs: Sequence[Doc], beam_width: int = 16, beam_density: float = 0.0001
 ) -> list[dict[tuple[int, int, str], float]]:
     """For each doc, ``{(start, end, label): probability}`` summed over the beam's
-    parses that contain the entity (spaCy's ``get_beam_parses`` convention)."""
+    parses that contain the entity (spaCy's ``get_beam_parses`` convention).
+    Takes a pipeline or its NER pipe; docs must have run through the pipes before the NER."""
+    pipe = find_ner(nlp_or_pipe)
     batch = beam_search(pipe, docs, beam_width, beam_density)
     strings = pipe.vocab.strings
     return [

@@ -133,6 +133,27 @@ py::list parses(const PyBeamBatch& self, int doc) {
   return out;
 }
 
+// Every NER action consumes one token, so a document's histories form a
+// (k, n_tokens) matrix: cheap to hand to the Cython side in one piece.
+py::tuple beam_arrays(const PyBeamBatch& self, int doc) {
+  const std::vector<Parse> parses = self.batch.parses(doc);
+  const auto k = static_cast<py::ssize_t>(parses.size());
+  const auto n = static_cast<py::ssize_t>(parses.empty() ? 0 : parses[0].history.size());
+  py::array_t<float> scores(k);
+  py::array_t<double> probs(k);
+  py::array_t<std::int32_t> histories({k, n});
+  for (py::ssize_t i = 0; i < k; ++i) {
+    const Parse& p = parses[static_cast<std::size_t>(i)];
+    if (static_cast<py::ssize_t>(p.history.size()) != n) {
+      throw std::logic_error("parses of one document have histories of different lengths");
+    }
+    scores.mutable_at(i) = p.score;
+    probs.mutable_at(i) = p.probability;
+    if (n > 0) std::copy(p.history.begin(), p.history.end(), histories.mutable_data(i, 0));
+  }
+  return py::make_tuple(scores, probs, histories);
+}
+
 py::dict entity_probabilities(const PyBeamBatch& self, int doc) {
   py::dict out;
   for (const auto& [e, prob] : self.batch.entity_probabilities(doc)) {
@@ -220,6 +241,8 @@ void bind_beam_batch(py::module_& m) {
            "Run to the end natively, scoring with the precomputed lower layer and the upper "
            "layer (through thinc's blis sgemm when use_blis, else the linked CBLAS).")
       .def("parses", &parses, py::arg("doc"), "The document's final beam, best first.")
+      .def("beam_arrays", &beam_arrays, py::arg("doc"),
+           "(scores (k,) float32, probabilities (k,) float64, histories (k, n_tokens) int32).")
       .def("entity_probabilities", &entity_probabilities, py::arg("doc"),
            "{(start, end, label): probability summed over the beam's parses}.");
 }

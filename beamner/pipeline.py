@@ -1,0 +1,246 @@
+"""The drop-in NER component: spaCy's EntityRecognizer with beamner's native
+beam search, and :func:`accelerate` to swap it into a loaded pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy
+from spacy.language import Language
+from spacy.pipeline import EntityRecognizer
+from spacy.pipeline.ner import DEFAULT_NER_MODEL
+from spacy.tokens import Doc, SpanGroup
+from thinc.api import Config, Model
+
+from beamner._core import BeamBatch
+from beamner._spacy_states import build_beam, build_state
+from beamner.search import beam_search
+
+#: Settings beamner adds to spaCy's ``beam_ner`` ones.
+BEAMNER_DEFAULTS: dict[str, Any] = {"spans_key": None, "span_threshold": 0.1, "fused": True}
+
+
+class BeamnerEntityRecognizer(EntityRecognizer):  # type: ignore[misc]
+    """spaCy's ``EntityRecognizer`` whose beam search runs natively.
+
+    ``beam_parse`` returns genuine thinc ``Beam`` objects holding real spaCy
+    states, so ``moves.get_beam_parses``, ``scored_ents`` and
+    ``set_annotations`` work unchanged. In ``nlp.pipe`` the component sets
+    ``doc.ents`` to the best parse and, with ``spans_key``, stores every
+    candidate entity with probability >= ``span_threshold`` in
+    ``doc.spans[spans_key]`` with the probabilities in ``attrs["scores"]``.
+    Training is spaCy's own.
+    """
+
+    def __init__(
+        self,
+        vocab: Any,
+        model: Model[Any, Any],
+        name: str = "ner",
+        moves: Any = None,
+        *,
+        update_with_oracle_cut_size: int = 100,
+        beam_width: int = 16,
+        beam_density: float = 0.0001,
+        beam_update_prob: float = 0.5,
+        multitasks: Iterable[Any] = (),
+        incorrect_spans_key: str | None = None,
+        scorer: Callable[..., Any] | None = None,
+        spans_key: str | None = None,
+        span_threshold: float = 0.1,
+        fused: bool = True,
+    ) -> None:
+        kwargs: dict[str, Any] = {} if scorer is None else {"scorer": scorer}
+        super().__init__(
+            vocab,
+            model,
+            name=name,
+            moves=moves,
+            update_with_oracle_cut_size=update_with_oracle_cut_size,
+            beam_width=beam_width,
+            beam_density=beam_density,
+            beam_update_prob=beam_update_prob,
+            multitasks=multitasks,
+            incorrect_spans_key=incorrect_spans_key,
+            **kwargs,
+        )
+        if not 0.0 <= span_threshold <= 1.0:
+            raise ValueError(f"span_threshold must be in [0, 1], got {span_threshold}")
+        self.cfg.update(spans_key=spans_key, span_threshold=span_threshold, fused=fused)
+
+    @classmethod
+    def from_pipe(cls, pipe: EntityRecognizer, **settings: Any) -> BeamnerEntityRecognizer:
+        """A component sharing ``pipe``'s model, moves and settings (no copy)."""
+        cfg = dict(pipe.cfg)
+        new = cls(
+            pipe.vocab,
+            pipe.model,
+            name=pipe.name,
+            moves=pipe.moves,
+            update_with_oracle_cut_size=cfg["update_with_oracle_cut_size"],
+            beam_width=cfg["beam_width"],
+            beam_density=cfg["beam_density"],
+            beam_update_prob=cfg["beam_update_prob"],
+            multitasks=cfg.get("multitasks", ()),
+            incorrect_spans_key=cfg.get("incorrect_spans_key"),
+            scorer=pipe.scorer,
+        )
+        cfg.update({k: v for k, v in BEAMNER_DEFAULTS.items() if k not in cfg})
+        cfg.update(settings)
+        new.cfg = cfg
+        return new
+
+    def _search(self, docs: list[Doc], width: int, density: float) -> BeamBatch:
+        return beam_search(self, docs, width, density, fused=bool(self.cfg.get("fused", True)))
+
+    def beam_parse(
+        self, docs: Sequence[Doc], beam_width: int, drop: float = 0.0, beam_density: float = 0.0
+    ) -> list[Any]:
+        """spaCy's ``Parser.beam_parse``, natively: one finished thinc ``Beam`` per doc."""
+        docs = list(docs)
+        batch = self._search(docs, int(beam_width), float(beam_density))
+        beams = []
+        offset = 0
+        for i, doc in enumerate(docs):
+            scores, _, histories = batch.beam_arrays(i)
+            beams.append(
+                build_beam(self.moves, doc, offset, batch.width, batch.density, scores, histories)
+            )
+            offset += len(doc)
+        return beams
+
+    def predict(self, docs: Doc | Sequence[Doc]) -> Any:
+        if isinstance(docs, Doc):
+            docs = [docs]
+        docs = list(docs)
+        if not any(len(doc) for doc in docs):
+            return self.moves.init_batch(docs)
+        if self.cfg["beam_width"] == 1 and not self.cfg.get("spans_key"):
+            return self.greedy_parse(docs, drop=0.0)
+        return _NativeParses(
+            docs, self._search(docs, self.cfg["beam_width"], self.cfg["beam_density"])
+        )
+
+    def set_annotations(self, docs: Sequence[Doc], states_or_beams: Any) -> None:
+        if not isinstance(states_or_beams, _NativeParses):
+            super().set_annotations(docs, states_or_beams)
+            return
+        batch = states_or_beams.batch
+        best = [
+            build_state(self.moves, doc, batch.beam_arrays(i)[2][0]) for i, doc in enumerate(docs)
+        ]
+        super().set_annotations(docs, best)
+        key = self.cfg.get("spans_key")
+        if key:
+            threshold = float(self.cfg.get("span_threshold", 0.0))
+            for i, doc in enumerate(docs):
+                doc.spans[key] = _scored_spans(doc, key, batch.entity_probabilities(i), threshold)
+
+
+class _NativeParses:
+    """What ``predict`` hands to ``set_annotations``: the finished native beams."""
+
+    def __init__(self, docs: list[Doc], batch: BeamBatch) -> None:
+        self.docs = docs
+        self.batch = batch
+
+    def __iter__(self) -> Any:  # spaCy's collect_states iterates results with docs
+        raise TypeError("native beam results go to BeamnerEntityRecognizer.set_annotations")
+
+
+def _scored_spans(
+    doc: Doc, key: str, probabilities: dict[tuple[int, int, int], float], threshold: float
+) -> SpanGroup:
+    items = [
+        (start, end, label, prob)
+        for (start, end, label), prob in probabilities.items()
+        if label != 0 and prob >= threshold
+    ]
+    spans = [doc[start:end] for start, end, _, _ in items]
+    for span, (_, _, label, _) in zip(spans, items):
+        span.label = label
+    scores = numpy.asarray([prob for _, _, _, prob in items], dtype=numpy.float32)
+    return SpanGroup(doc, name=key, spans=spans, attrs={"scores": scores})
+
+
+@Language.factory(
+    "beamner_ner",
+    assigns=["doc.ents", "token.ent_iob", "token.ent_type"],
+    default_config={
+        "moves": None,
+        "update_with_oracle_cut_size": 100,
+        "model": DEFAULT_NER_MODEL,
+        "beam_density": 0.01,
+        "beam_update_prob": 0.5,
+        "beam_width": 32,
+        "incorrect_spans_key": None,
+        "scorer": {"@scorers": "spacy.ner_scorer.v1"},
+        **BEAMNER_DEFAULTS,
+    },
+    default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
+)
+def make_beamner_ner(
+    nlp: Language,
+    name: str,
+    model: Model[Any, Any],
+    moves: Any,
+    update_with_oracle_cut_size: int,
+    beam_width: int,
+    beam_density: float,
+    beam_update_prob: float,
+    incorrect_spans_key: str | None,
+    scorer: Callable[..., Any] | None,
+    spans_key: str | None,
+    span_threshold: float,
+    fused: bool,
+) -> BeamnerEntityRecognizer:
+    """Factory ``beamner_ner``: ``beam_ner``'s settings plus ``spans_key``,
+    ``span_threshold`` and ``fused`` (run each search fully natively)."""
+    return BeamnerEntityRecognizer(
+        nlp.vocab,
+        model,
+        name=name,
+        moves=moves,
+        update_with_oracle_cut_size=update_with_oracle_cut_size,
+        beam_width=beam_width,
+        beam_density=beam_density,
+        beam_update_prob=beam_update_prob,
+        incorrect_spans_key=incorrect_spans_key,
+        scorer=scorer,
+        spans_key=spans_key,
+        span_threshold=span_threshold,
+        fused=fused,
+    )
+
+
+def accelerate(nlp: Language, **settings: Any) -> Language:
+    """Swap every ``ner``/``beam_ner`` component of ``nlp`` for
+    :class:`BeamnerEntityRecognizer` in place, sharing its weights and moves,
+    and return ``nlp``. ``settings`` (``beam_width``, ``beam_density``,
+    ``spans_key``, ``span_threshold``, ``fused``) override the component's.
+    The pipeline then saves with factory ``beamner_ner``."""
+    unknown = set(settings) - {"beam_width", "beam_density", *BEAMNER_DEFAULTS}
+    if unknown:
+        raise TypeError(f"unknown settings for accelerate: {sorted(unknown)}")
+    found = False
+    for i, (name, pipe) in enumerate(nlp._components):
+        if isinstance(pipe, BeamnerEntityRecognizer):
+            pipe.cfg.update(settings)
+            found = True
+        elif isinstance(pipe, EntityRecognizer):
+            new = BeamnerEntityRecognizer.from_pipe(pipe, **settings)
+            nlp._components[i] = (name, new)
+            nlp._pipe_meta[name] = nlp.get_factory_meta("beamner_ner")
+            config = dict(nlp._pipe_configs[name])
+            config["factory"] = "beamner_ner"
+            for key in ("beam_width", "beam_density", "beam_update_prob", *BEAMNER_DEFAULTS):
+                config[key] = new.cfg[key]
+            nlp._pipe_configs[name] = Config(config)
+            found = True
+    if not found:
+        raise ValueError(
+            "accelerate found no 'ner' or 'beam_ner' component in the pipeline "
+            f"(components: {nlp.component_names})"
+        )
+    return nlp
