@@ -16,6 +16,7 @@ from thinc.api import Config, Model
 from beamner._core import BeamBatch
 from beamner._spacy_states import build_beam, build_state
 from beamner.search import beam_search
+from beamner.training import update_beam
 
 #: Settings beamner adds to spaCy's ``beam_ner`` ones.
 BEAMNER_DEFAULTS: dict[str, Any] = {"spans_key": None, "span_threshold": 0.1, "fused": True}
@@ -90,6 +91,21 @@ class BeamnerEntityRecognizer(EntityRecognizer):  # type: ignore[misc]
         cfg.update(settings)
         new.cfg = cfg
         return new
+
+    def update_beam(
+        self,
+        examples: Sequence[Any],
+        *,
+        beam_width: int,
+        drop: float = 0.0,
+        sgd: Any = None,
+        losses: dict[str, float] | None = None,
+        beam_density: float = 0.0,
+    ) -> dict[str, float] | None:
+        """spaCy's global update, natively (``beamner.training.update_beam``)."""
+        return update_beam(
+            self, examples, beam_width=beam_width, sgd=sgd, losses=losses, beam_density=beam_density
+        )
 
     def _search(self, docs: list[Doc], width: int, density: float) -> BeamBatch:
         return beam_search(self, docs, width, density, fused=bool(self.cfg.get("fused", True)))

@@ -52,9 +52,11 @@ def transition_system(moves: Any) -> TransitionSystem:
     return TransitionSystem(move_ids, labels)
 
 
-def doc_batch(docs: Sequence[Doc]) -> DocBatch:
+def doc_batch(docs: Sequence[Doc], offsets: Sequence[int] | None = None) -> DocBatch:
     """Per-token preset entities, sentence starts and whitespace flags of ``docs``,
-    concatenated in order (document offsets are spaCy's batch offsets)."""
+    concatenated in order. Context token ids are shifted by spaCy's batch
+    offsets: the running token count, or ``offsets`` when the docs are part of
+    a larger batch the model ran on."""
     lengths = numpy.fromiter((len(doc) for doc in docs), dtype=numpy.int32, count=len(docs))
     arrays = [doc.to_array(_TOKEN_ATTRS) for doc in docs if len(doc)]
     if arrays:
@@ -69,6 +71,7 @@ def doc_batch(docs: Sequence[Doc]) -> DocBatch:
         sent_start=signed[:, 2],
         is_space=signed[:, 3],
         lengths=lengths,
+        offsets=None if offsets is None else numpy.asarray(offsets, dtype=numpy.int32),
     )
 
 

@@ -88,8 +88,13 @@ inline py::array_t<float> float_array(const py::handle& obj, const char* name, i
                           "-dimensional, got shape " + shape_of(a));
   }
   if (!(a.flags() & py::array::c_style)) {
+    std::string strides;
+    for (py::ssize_t i = 0; i < a.ndim(); ++i) {
+      strides += (i ? ", " : "") + std::to_string(a.strides(i));
+    }
     throw py::value_error(std::string(name) +
-                          " must be C-contiguous (use numpy.ascontiguousarray)");
+                          " must be C-contiguous (use numpy.ascontiguousarray), got strides (" +
+                          strides + ") for shape " + shape_of(a));
   }
   return py::reinterpret_borrow<py::array_t<float>>(a);
 }
@@ -97,5 +102,6 @@ inline py::array_t<float> float_array(const py::handle& obj, const char* name, i
 void bind_transition_system(py::module_& m);
 void bind_docs(py::module_& m);
 void bind_beam_batch(py::module_& m);
+void bind_beam_update(py::module_& m);
 
 }  // namespace beamner::python

@@ -7,4 +7,5 @@ PYBIND11_MODULE(_core, m) {
   beamner::python::bind_transition_system(m);
   beamner::python::bind_docs(m);
   beamner::python::bind_beam_batch(m);
+  beamner::python::bind_beam_update(m);
 }

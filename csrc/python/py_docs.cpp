@@ -9,7 +9,7 @@ namespace {
 
 DocBatch make_doc_batch(const py::handle& ent_iob, const py::handle& ent_type,
                         const py::handle& sent_start, const py::handle& is_space,
-                        const py::handle& lengths) {
+                        const py::handle& lengths, const py::handle& offsets) {
   const auto iob = int_vector<std::int8_t>(ent_iob, "ent_iob");
   const auto type = int_vector<std::uint64_t>(ent_type, "ent_type");
   const auto sent = int_vector<std::int8_t>(sent_start, "sent_start");
@@ -29,7 +29,8 @@ DocBatch make_doc_batch(const py::handle& ent_iob, const py::handle& ent_type,
     tokens[i].sent_start = sent[i];
     tokens[i].is_space = space[i] != 0;
   }
-  return DocBatch(std::move(tokens), lens);
+  if (offsets.is_none()) return DocBatch(std::move(tokens), lens);
+  return DocBatch(std::move(tokens), lens, int_vector<std::int32_t>(offsets, "offsets"));
 }
 
 Gold make_gold(const py::handle& moves, const py::handle& labels, const py::handle& negatives,
@@ -60,7 +61,9 @@ Gold make_gold(const py::handle& moves, const py::handle& labels, const py::hand
                         ? std::vector<std::uint64_t>()
                         : int_vector<std::uint64_t>(negative_labels, "negative_labels");
     if (nl.size() * 2 != flat.size()) {
-      throw py::value_error("negative_labels must have one label per negative span");
+      throw py::value_error("negative_labels must have one label per negative span (" +
+                            std::to_string(flat.size() / 2) + "), got " +
+                            std::to_string(nl.size()));
     }
     for (std::size_t i = 0; i < nl.size(); ++i) {
       const Entity e{flat[2 * i], flat[2 * i + 1], nl[i]};
@@ -82,7 +85,8 @@ void bind_docs(py::module_& m) {
   py::class_<DocBatch>(m, "DocBatch",
                        "Per-token inputs of many documents, concatenated (see beamner.docs).")
       .def(py::init(&make_doc_batch), py::arg("ent_iob"), py::arg("ent_type"),
-           py::arg("sent_start"), py::arg("is_space"), py::arg("lengths"))
+           py::arg("sent_start"), py::arg("is_space"), py::arg("lengths"),
+           py::arg("offsets") = py::none())
       .def_property_readonly("n_docs", &DocBatch::n_docs)
       .def_property_readonly("n_tokens", &DocBatch::n_tokens)
       .def_property_readonly("lengths", [](const DocBatch& d) {

@@ -5,6 +5,7 @@
 // for bit given the same score matrices.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -17,6 +18,14 @@ namespace {
 // highest score first, ties broken by the larger (slot * n_class + class).
 inline bool ranks_before(float score_a, std::uint64_t id_a, float score_b, std::uint64_t id_b) {
   return score_b < score_a || (!(score_a < score_b) && id_b < id_a);
+}
+
+// A history's hash, extended by one action (splitmix64 finaliser).
+inline std::uint64_t extend_hash(std::uint64_t hash, std::int32_t clas) {
+  std::uint64_t z = hash + 0x9e3779b97f4a7c15ULL + static_cast<std::uint64_t>(clas);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
 }
 
 void check_golds(const DocBatch& docs, const std::vector<Gold>& golds) {
@@ -63,7 +72,7 @@ BeamBatch::BeamBatch(const TransitionSystem& system, DocBatch docs, BeamOptions 
                                 std::to_string(options_.density));
   }
   if (options_.follow_gold && golds_.empty()) {
-    throw std::invalid_argument("follow_gold needs golds");
+    throw std::invalid_argument("follow_gold needs golds (one per document), got none");
   }
   check_golds(docs_, golds_);
   beams_.resize(static_cast<std::size_t>(docs_.n_docs()));
@@ -143,7 +152,8 @@ void BeamBatch::compute_valid(std::uint8_t* valid_out, float* costs_out) const {
 void BeamBatch::valid_actions(std::uint8_t* out) const { compute_valid(out, nullptr); }
 
 void BeamBatch::costs(float* out) const {
-  if (golds_.empty()) throw std::logic_error("costs need golds");
+  if (golds_.empty())
+    throw std::logic_error("costs need golds, but this batch was built without them");
   std::vector<std::uint8_t> valid(static_cast<std::size_t>(n_unfinished()) *
                                   static_cast<std::size_t>(n_actions()));
   compute_valid(valid.data(), out);
@@ -186,7 +196,20 @@ void BeamBatch::advance(const float* scores, std::int64_t n_rows, std::int64_t n
         }
         pos = slot.state.pos;
         const std::uint8_t* valid = valid_.data() + row * width;
-        any = any || std::any_of(valid, valid + width, [](std::uint8_t v) { return v != 0; });
+        const float* r = scores + row * width;
+        for (std::size_t j = 0; j < width; ++j) {
+          if (!valid[j]) continue;
+          any = true;
+          // A finite score can still overflow the float32 running sum; an
+          // infinite beam score would turn the softmax and the ordering into NaN.
+          if (!std::isfinite(slot.score + r[j])) {
+            throw std::invalid_argument("score at row " + std::to_string(row) + ", column " +
+                                        std::to_string(j) + " (" + std::to_string(r[j]) +
+                                        ") overflows the beam score " + std::to_string(slot.score) +
+                                        " of document " + std::to_string(d) +
+                                        "; scores must keep the running sum finite (float32)");
+          }
+        }
         ++row;
       }
       if (!any) {
@@ -224,7 +247,12 @@ void BeamBatch::expand(int doc, const float* rows, const std::uint8_t* valid, co
     const std::uint64_t base = i * n_class;
     if (slot.done) {
       const float s = slot.score;
-      const float bonus_score = slot.node >= 0 ? s + s / static_cast<float>(beam.t) : s;
+      float bonus_score = slot.node >= 0 ? s + s / static_cast<float>(beam.t) : s;
+      // A finite score can overflow once the bonus is added (|s| > FLT_MAX / 2):
+      // saturate, as an infinite score would make the softmax and ordering NaN.
+      if (!std::isfinite(bonus_score)) {
+        bonus_score = std::copysign(std::numeric_limits<float>::max(), s);
+      }
       candidates_.push_back({bonus_score, base});
       continue;
     }
@@ -270,7 +298,8 @@ void BeamBatch::expand(int doc, const float* rows, const std::uint8_t* valid, co
       system_.apply(child.state, clas);
       if (costs != nullptr) child.loss = parent.loss + costs[row_of_slot_[p] * n_class + clas];
       child.node = static_cast<std::int32_t>(beam.history.size());
-      beam.history.push_back({parent.node, clas});
+      child.hash = extend_hash(parent.hash, clas);
+      beam.history.push_back({parent.node, clas, child.hash});
       child.done = child.state.is_final();
     }
     beam.next.push_back(child);

@@ -78,10 +78,12 @@ class BeamBatch {
     float loss = 0.0f;
     bool done = false;
     std::int32_t node = -1;  ///< Last history node, -1 before the first action.
+    std::uint64_t hash = 0;  ///< History hash (0 for the empty history).
   };
   struct HistoryNode {
     std::int32_t parent;
     std::int32_t clas;
+    std::uint64_t hash;  ///< Of the whole history up to this node.
   };
   struct DocBeam {
     std::vector<Slot> slots;
@@ -100,6 +102,8 @@ class BeamBatch {
   void compute_valid(std::uint8_t* valid, float* costs) const;
   void expand(int doc, const float* rows, const std::uint8_t* valid, const float* costs);
   std::vector<std::int32_t> history_of(const DocBeam& beam, std::int32_t node) const;
+
+  friend class BeamUpdate;  // training reads the beams' slots and histories
 
   TransitionSystem system_;
   DocBatch docs_;

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "beamner/beam.hpp"
+#include "beamner/beam_update.hpp"
 #include "beamner/doc.hpp"
 #include "beamner/scorer.hpp"
 #include "beamner/state.hpp"

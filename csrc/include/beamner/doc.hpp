@@ -30,6 +30,11 @@ class DocBatch {
   /// Throws std::invalid_argument if the lengths do not add up to the
   /// number of tokens, a length is negative, or a token's iob is not 0..3.
   DocBatch(std::vector<TokenInfo> tokens, const std::vector<std::int32_t>& lengths);
+  /// As above, but with the batch offsets given (context token ids are
+  /// shifted by them): for documents that are a subset of the batch a model
+  /// ran on, as in training. Throws std::invalid_argument on a negative offset.
+  DocBatch(std::vector<TokenInfo> tokens, const std::vector<std::int32_t>& lengths,
+           const std::vector<std::int32_t>& offsets);
 
   int n_docs() const { return static_cast<int>(lengths_.size()); }
   std::int64_t n_tokens() const { return static_cast<std::int64_t>(tokens_.size()); }
@@ -42,7 +47,8 @@ class DocBatch {
  private:
   std::vector<TokenInfo> tokens_;
   std::vector<std::int32_t> lengths_;
-  std::vector<std::int32_t> offsets_;
+  std::vector<std::int32_t> offsets_;  ///< Added to context token ids.
+  std::vector<std::int32_t> starts_;   ///< Where each document's tokens begin in tokens_.
 };
 
 /// Gold annotation of one document for the dynamic oracle: one action per

@@ -1,0 +1,76 @@
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <mutex>
+
+#include "beamner/beam_update.hpp"
+#include "common.hpp"
+
+namespace beamner::python {
+
+namespace {
+
+struct PyBeamUpdate {
+  explicit PyBeamUpdate(BeamUpdate u) : update(std::move(u)) {}
+  BeamUpdate update;
+  std::mutex mutex;
+};
+
+std::unique_lock<std::mutex> busy(PyBeamUpdate& self) {
+  std::unique_lock<std::mutex> lock(self.mutex, std::try_to_lock);
+  if (!lock.owns_lock()) {
+    throw std::runtime_error("this BeamUpdate is in use by another thread; use one per thread");
+  }
+  return lock;
+}
+
+}  // namespace
+
+void bind_beam_update(py::module_& m) {
+  py::class_<PyBeamUpdate>(m, "BeamUpdate",
+                           "A global (beam) training update: spaCy's update_beam, natively.")
+      .def(py::init([](const TransitionSystem& system, const DocBatch& docs,
+                       std::vector<Gold> golds, int width, float density) {
+             return std::make_unique<PyBeamUpdate>(
+                 BeamUpdate(system, docs, std::move(golds), width, density));
+           }),
+           py::arg("system"), py::arg("docs"), py::arg("golds"), py::arg("width"),
+           py::arg("density") = 0.0f)
+      .def_property_readonly("is_done", [](const PyBeamUpdate& u) { return u.update.is_done(); })
+      .def(
+          "prepare_step",
+          [](PyBeamUpdate& u) {
+            auto lock = busy(u);
+            const auto n = static_cast<py::ssize_t>(u.update.prepare_step());
+            py::array_t<std::int32_t> ids({n, static_cast<py::ssize_t>(kNumContextFeatures)});
+            u.update.context_tokens(ids.mutable_data());
+            return ids;
+          },
+          "Collect the step's unique states; returns their (n_rows, 3) context token ids.")
+      .def(
+          "advance",
+          [](PyBeamUpdate& u, const py::handle& scores_obj) {
+            auto lock = busy(u);
+            py::array_t<float> scores = float_array(scores_obj, "scores", 2);
+            const float* data = scores.data();
+            const std::int64_t rows = scores.shape(0);
+            const std::int64_t cols = scores.shape(1);
+            py::gil_scoped_release release;
+            u.update.advance(data, rows, cols);
+          },
+          py::arg("scores"), "Advance both beams with the prepared rows' scores.")
+      .def_property_readonly("n_gradient_steps",
+                             [](const PyBeamUpdate& u) { return u.update.n_gradient_steps(); })
+      .def(
+          "gradient",
+          [](PyBeamUpdate& u, int step) {
+            auto lock = busy(u);
+            const auto rows = static_cast<py::ssize_t>(u.update.n_rows(step));
+            py::array_t<float> out({rows, static_cast<py::ssize_t>(u.update.n_actions())});
+            u.update.gradient(step, out.mutable_data());
+            return out;
+          },
+          py::arg("step"), "d_loss/d_scores of a step, (n_rows, n_actions) float32.");
+}
+
+}  // namespace beamner::python

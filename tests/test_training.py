@@ -1,0 +1,138 @@
+"""Native global (beam) updates against spaCy's update_beam: same per-step
+gradients, same loss, same weights after an optimizer step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy
+import pytest
+import spacy
+from conftest import DATA
+from spacy.pipeline._parser_internals import _beam_utils
+from spacy.tokens import Span
+from spacy.training import Example
+from thinc.api import Adam, set_dropout_rate
+from trained_models import train_pipeline
+
+from beamner.data import conll_to_docs, read_conll
+from beamner.training import update_beam
+
+NEG_KEY = "incorrect"
+
+
+def _examples(nlp: Any, start: int, n: int, *, partial: bool, negatives: bool) -> list[Example]:
+    """Real WNUT-17 train sentences; some with missing annotation, some with
+    negative spans (gold spans relabelled) under NEG_KEY."""
+    sentences = read_conll(DATA / "wnut17" / "wnut17train.conll")[start : start + n]
+    rng = numpy.random.default_rng(start)
+    examples = []
+    for doc in conll_to_docs(nlp, sentences, with_ents=True):
+        ents = list(doc.ents)
+        if partial and rng.random() < 0.4 and len(doc) > 3:
+            cut = int(rng.integers(1, len(doc)))
+            doc.set_ents([e for e in ents if e.end <= cut], default="unmodified")
+            doc.set_ents([], missing=[Span(doc, cut, len(doc))], default="unmodified")
+        if negatives and rng.random() < 0.5:
+            start_tok = int(rng.integers(0, len(doc)))
+            label = "person" if rng.random() < 0.5 else "location"
+            neg = Span(
+                doc, start_tok, min(len(doc), start_tok + 1 + int(rng.integers(0, 2))), label
+            )
+            if (neg.start, neg.end, neg.label_) not in {(e.start, e.end, e.label_) for e in ents}:
+                doc.spans[NEG_KEY] = [neg]
+        examples.append(Example(nlp.make_doc(doc.text), doc))
+    return examples
+
+
+class _Recorder:
+    """Wraps spaCy's step model to record the gradient of each step."""
+
+    def __init__(self, step_model: Any) -> None:
+        self.step_model = step_model
+        self.ops = step_model.ops
+        self.d_scores: list[numpy.ndarray] = []
+
+    def begin_update(self, states: Any) -> Any:
+        scores, backprop = self.step_model.begin_update(states)
+
+        def record(d_scores: Any) -> Any:
+            self.d_scores.append(numpy.array(d_scores, copy=True))
+            return backprop(d_scores)
+
+        return scores, record
+
+
+def _copy(nlp: Any) -> Any:
+    other = spacy.util.load_model_from_config(nlp.config, auto_fill=True)
+    other.from_bytes(nlp.to_bytes())
+    return other
+
+
+@pytest.fixture(scope="module")
+def beam_nlp() -> Any:
+    nlp = train_pipeline("beam", n_sentences=200, n_iter=1)
+    nlp.get_pipe("ner").cfg["incorrect_spans_key"] = NEG_KEY
+    nlp.get_pipe("ner").moves.cfg["neg_key"] = NEG_KEY
+    return nlp
+
+
+@pytest.mark.parametrize("width,density", [(2, 0.0), (8, 0.0001), (16, 0.01)])
+@pytest.mark.parametrize("partial,negatives", [(False, False), (True, True)])
+def test_gradients_equal_spacy_update_beam(
+    beam_nlp: Any, width: int, density: float, partial: bool, negatives: bool
+) -> None:
+    pipe = beam_nlp.get_pipe("ner")
+    set_dropout_rate(pipe.model, 0.0)
+    examples = _examples(beam_nlp, 1000, 24, partial=partial, negatives=negatives)
+    # spaCy, recording each step's d_scores
+    states, golds, _ = pipe.moves.init_gold_batch(examples)
+    step_model, _ = pipe.model.begin_update([eg.predicted for eg in examples])
+    recorder = _Recorder(step_model)
+    spacy_loss = _beam_utils.update_beam(pipe.moves, states, golds, recorder, width, density)
+    # beamner
+    ours: list[numpy.ndarray] = []
+    losses: dict[str, float] = {}
+    update_beam(
+        pipe,
+        examples,
+        beam_width=width,
+        beam_density=density,
+        losses=losses,
+        on_step=lambda step, d: ours.append(d.copy()),
+    )
+    assert len(ours) == len(recorder.d_scores)
+    assert any(d.any() for d in ours)
+    for step, (expected, got) in enumerate(zip(recorder.d_scores, ours)):
+        assert expected.shape == got.shape, f"step {step}"
+        numpy.testing.assert_allclose(got, expected, atol=1e-5, rtol=0, err_msg=f"step {step}")
+    assert losses["ner"] == pytest.approx(spacy_loss, abs=1e-5)
+
+
+def test_weights_after_update_equal_spacy(beam_nlp: Any) -> None:
+    ours_nlp, spacy_nlp = _copy(beam_nlp), _copy(beam_nlp)
+    examples = _examples(beam_nlp, 2000, 16, partial=True, negatives=False)
+    for nlp, fn in ((spacy_nlp, "spacy"), (ours_nlp, "beamner")):
+        pipe = nlp.get_pipe("ner")
+        set_dropout_rate(pipe.model, 0.0)
+        sgd = Adam(0.001)
+        egs = [Example(nlp.make_doc(eg.reference.text), eg.reference) for eg in examples]
+        if fn == "spacy":
+            pipe.update_beam(egs, beam_width=8, sgd=sgd, losses={"ner": 0.0}, beam_density=0.0)
+        else:
+            update_beam(pipe, egs, beam_width=8, sgd=sgd, losses={"ner": 0.0}, beam_density=0.0)
+    before = _params(beam_nlp.get_pipe("ner").model)
+    after_spacy = _params(spacy_nlp.get_pipe("ner").model)
+    after_ours = _params(ours_nlp.get_pipe("ner").model)
+    assert any(not numpy.array_equal(a, b) for (_, a), (_, b) in zip(before, after_spacy))
+    for (name, a), (_, b) in zip(after_spacy, after_ours):
+        numpy.testing.assert_allclose(b, a, atol=1e-6, rtol=1e-5, err_msg=name)
+
+
+def _params(model: Any) -> list[tuple[str, numpy.ndarray]]:
+    out = []
+    for node in model.walk():
+        for name in node.param_names:
+            if node.has_param(name):
+                out.append((f"{node.name}.{name}", numpy.asarray(node.get_param(name))))
+    return out
