@@ -54,6 +54,92 @@ def step_forward(
     return scores, backprop
 
 
+class BatchedStepModel:
+    """The parser's step model for training with one backward pass for all
+    steps. The forward pass per step is spaCy's (``precompute_hiddens`` and
+    ``step_forward``: same feature sums, maxout/ReLU, dropout, upper layer and
+    unseen-class mask, so the scores are identical); the backward pass
+    concatenates the steps and runs the upper layer, the nonlinearity and the
+    lower layer once, instead of once per step as spaCy's ``finish_steps``
+    does. Gradients equal spaCy's up to float32 summation order. CPU (numpy)
+    ops only; other ops use spaCy's step model."""
+
+    def __init__(self, model: Any, docs: Sequence[Any]) -> None:
+        tok2vec, lower, upper = model.layers[0], model.layers[1], model.layers[2]
+        self.ops = model.ops
+        self.has_upper = bool(model.attrs["has_upper"])
+        self.upper = upper if self.has_upper else None
+        # spaCy's ParserStepModel is built with dropout=0.1 on the upper layer's
+        # input whatever the pipeline's dropout setting; so is this.
+        self.dropout_rate = 0.1
+        self.tokvecs, self.bp_tokvecs = tok2vec(docs, is_train=True)
+        self.features, self.bp_lower = lower(self.tokvecs, is_train=True)
+        self.n_pieces = self.features.shape[3]
+        self.bias = lower.get_param("b")
+        n_classes = upper.get_dim("nO") if self.has_upper else self.features.shape[2]
+        self.class_mask = numpy.ones((n_classes,), dtype="f")
+        for clas in model.attrs["unseen_classes"]:
+            self.class_mask[clas] = 0.0
+        self._ids: list[NDArray[numpy.int32]] = []
+        self._which: list[Any] = []
+        self._inputs: list[Any] = []
+        self._dropout: list[Any] = []
+
+    def __call__(self, token_ids: NDArray[numpy.int32]) -> NDArray[numpy.float32]:
+        n, n_feats = token_ids.shape
+        vector = numpy.zeros((n, *self.features.shape[2:]), dtype="f")
+        for f in range(n_feats):  # sum_state_features: features in order, padding row 0
+            vector += self.features[token_ids[:, f] + 1, f]
+        vector += self.bias
+        if self.n_pieces >= 2:
+            vector, which = _NUMPY_OPS.maxout(vector)
+        else:
+            vector = vector.reshape((n, -1))
+            which = vector >= 0.0
+            vector *= which
+        self._ids.append(token_ids)
+        self._which.append(which)
+        if self.upper is not None:
+            mask = None
+            if self.dropout_rate > 0:
+                mask = _NUMPY_OPS.get_dropout_mask(vector.shape, 0.1)
+                vector *= mask
+            self._dropout.append(mask)
+            self._inputs.append(vector)
+            scores = self.upper.predict(vector)
+        else:
+            scores = NumpyOps().asarray(vector)
+        scores[:, self.class_mask == 0] = numpy.nanmin(scores)
+        return numpy.asarray(scores, dtype="f")
+
+    def backward(self, d_scores: list[NDArray[numpy.float32]]) -> None:
+        """Backpropagate the first ``len(d_scores)`` steps' gradients, then tok2vec."""
+        n_steps = len(d_scores)
+        d_tokvecs = self.ops.alloc((self.tokvecs.shape[0] + 1, self.tokvecs.shape[1]))
+        if n_steps:
+            d = numpy.concatenate(d_scores) * self.class_mask
+            if self.upper is not None:
+                inputs = numpy.concatenate(self._inputs[:n_steps])
+                W = self.upper.get_param("W")
+                self.upper.inc_grad("W", self.ops.gemm(d, inputs, trans1=True))
+                self.upper.inc_grad("b", d.sum(axis=0))
+                d = self.ops.gemm(d, W)
+                if self._dropout[0] is not None:
+                    d *= numpy.concatenate(self._dropout[:n_steps])
+            which = numpy.concatenate(self._which[:n_steps])
+            if self.n_pieces >= 2:
+                d = self.ops.backprop_maxout(d, which, self.n_pieces)
+            else:
+                d = (d * which).reshape(d.shape + (1,))
+            ids = numpy.concatenate(self._ids[:n_steps])
+            d_features = self.bp_lower((d, ids))
+            flat = ids.flatten()
+            self.ops.scatter_add(
+                d_tokvecs, flat, d_features.reshape((flat.size, d_features.shape[2]))
+            )
+        self.bp_tokvecs(d_tokvecs[:-1])
+
+
 def update_beam(
     pipe: Any,
     examples: Sequence[Example],
@@ -63,10 +149,13 @@ def update_beam(
     losses: dict[str, float] | None = None,
     beam_density: float = 0.0,
     on_step: Callable[[int, NDArray[numpy.float32]], None] | None = None,
+    batched: bool = True,
 ) -> dict[str, float] | None:
     """One global update of ``pipe`` (an entity recognizer) on ``examples``,
     equal to spaCy's ``Parser.update_beam``. ``on_step(step, d_scores)`` sees
-    each step's gradient before it is backpropagated (for tests)."""
+    each step's gradient before it is backpropagated (for tests).
+    ``batched`` runs one backward pass for all steps (:class:`BatchedStepModel`);
+    otherwise each step backpropagates through spaCy's step model, as spaCy does."""
     moves = pipe.moves
     kept: list[Example] = []
     offsets: list[int] = []
@@ -80,7 +169,7 @@ def update_beam(
         offset += len(eg.predicted)
     if not kept:
         return losses
-    model, backprop_tok2vec = pipe.model.begin_update([eg.predicted for eg in examples])
+    docs = [eg.predicted for eg in examples]
     update = BeamUpdate(
         transition_system(moves),
         doc_batch([eg.predicted for eg in kept], offsets=offsets),
@@ -88,24 +177,43 @@ def update_beam(
         beam_width,
         beam_density,
     )
-    backprops: list[Backprop] = []
-    while not update.is_done:
-        token_ids = update.prepare_step()
-        if not len(token_ids):
-            break
-        scores, backprop = step_forward(model, token_ids, True)
-        backprops.append(backprop)
-        update.advance(_NUMPY_OPS.as_contig(_to_host(scores)))
     loss = 0.0
-    for step in range(min(update.n_gradient_steps, len(backprops))):
-        d_scores = update.gradient(step)
-        if on_step is not None:
-            on_step(step, d_scores)
-        loss += float((d_scores**2).mean())
-        backprops[step](model.ops.asarray(d_scores))
+    if batched and isinstance(pipe.model.ops, NumpyOps):
+        steps = BatchedStepModel(pipe.model, docs)
+        n_steps = 0
+        while not update.is_done:
+            token_ids = update.prepare_step()
+            if not len(token_ids):
+                break
+            update.advance(steps(token_ids))
+            n_steps += 1
+        gradients = []
+        for step in range(min(update.n_gradient_steps, n_steps)):
+            d_scores = update.gradient(step)
+            if on_step is not None:
+                on_step(step, d_scores)
+            loss += float((d_scores**2).mean())
+            gradients.append(d_scores)
+        steps.backward(gradients)
+    else:
+        model, backprop_tok2vec = pipe.model.begin_update(docs)
+        backprops: list[Backprop] = []
+        while not update.is_done:
+            token_ids = update.prepare_step()
+            if not len(token_ids):
+                break
+            scores, backprop = step_forward(model, token_ids, True)
+            backprops.append(backprop)
+            update.advance(_NUMPY_OPS.as_contig(_to_host(scores)))
+        for step in range(min(update.n_gradient_steps, len(backprops))):
+            d_scores = update.gradient(step)
+            if on_step is not None:
+                on_step(step, d_scores)
+            loss += float((d_scores**2).mean())
+            backprops[step](model.ops.asarray(d_scores))
+        backprop_tok2vec(kept)
     if losses is not None:
         losses[pipe.name] = losses.get(pipe.name, 0.0) + loss
-    backprop_tok2vec(kept)
     if sgd is not None:
         pipe.finish_update(sgd)
     return losses

@@ -69,28 +69,40 @@ def _copy(nlp: Any) -> Any:
     return other
 
 
-@pytest.fixture(scope="module")
-def beam_nlp() -> Any:
-    nlp = train_pipeline("beam", n_sentences=200, n_iter=1)
-    nlp.get_pipe("ner").cfg["incorrect_spans_key"] = NEG_KEY
-    nlp.get_pipe("ner").moves.cfg["neg_key"] = NEG_KEY
-    return nlp
+_PIPELINES: dict[str, Any] = {}
 
 
+def _trained(variant: str) -> Any:
+    if variant not in _PIPELINES:
+        nlp = train_pipeline(variant, n_sentences=200, n_iter=1)
+        nlp.get_pipe("ner").cfg["incorrect_spans_key"] = NEG_KEY
+        nlp.get_pipe("ner").moves.cfg["neg_key"] = NEG_KEY
+        _PIPELINES[variant] = nlp
+    return _PIPELINES[variant]
+
+
+# "beam": no upper layer; "greedy": upper layer with spaCy's fixed 0.1 dropout
+# on its input (masks drawn from numpy's global RNG, seeded alike for both);
+# "relu": upper layer over ReLU hiddens.
+@pytest.mark.parametrize("variant", ["beam", "greedy", "relu"])
 @pytest.mark.parametrize("width,density", [(2, 0.0), (8, 0.0001), (16, 0.01)])
 @pytest.mark.parametrize("partial,negatives", [(False, False), (True, True)])
+@pytest.mark.parametrize("batched", [True, False], ids=["batched", "per-step"])
 def test_gradients_equal_spacy_update_beam(
-    beam_nlp: Any, width: int, density: float, partial: bool, negatives: bool
+    variant: str, width: int, density: float, partial: bool, negatives: bool, batched: bool
 ) -> None:
-    pipe = beam_nlp.get_pipe("ner")
+    nlp = _trained(variant)
+    pipe = nlp.get_pipe("ner")
     set_dropout_rate(pipe.model, 0.0)
-    examples = _examples(beam_nlp, 1000, 24, partial=partial, negatives=negatives)
+    examples = _examples(nlp, 1000, 24, partial=partial, negatives=negatives)
     # spaCy, recording each step's d_scores
+    numpy.random.seed(7)
     states, golds, _ = pipe.moves.init_gold_batch(examples)
     step_model, _ = pipe.model.begin_update([eg.predicted for eg in examples])
     recorder = _Recorder(step_model)
     spacy_loss = _beam_utils.update_beam(pipe.moves, states, golds, recorder, width, density)
     # beamner
+    numpy.random.seed(7)
     ours: list[numpy.ndarray] = []
     losses: dict[str, float] = {}
     update_beam(
@@ -100,6 +112,7 @@ def test_gradients_equal_spacy_update_beam(
         beam_density=density,
         losses=losses,
         on_step=lambda step, d: ours.append(d.copy()),
+        batched=batched,
     )
     assert len(ours) == len(recorder.d_scores)
     assert any(d.any() for d in ours)
@@ -109,7 +122,9 @@ def test_gradients_equal_spacy_update_beam(
     assert losses["ner"] == pytest.approx(spacy_loss, abs=1e-5)
 
 
-def test_weights_after_update_equal_spacy(beam_nlp: Any) -> None:
+@pytest.mark.parametrize("variant", ["beam", "greedy"])
+def test_weights_after_update_equal_spacy(variant: str) -> None:
+    beam_nlp = _trained(variant)
     ours_nlp, spacy_nlp = _copy(beam_nlp), _copy(beam_nlp)
     examples = _examples(beam_nlp, 2000, 16, partial=True, negatives=False)
     for nlp, fn in ((spacy_nlp, "spacy"), (ours_nlp, "beamner")):
@@ -117,6 +132,7 @@ def test_weights_after_update_equal_spacy(beam_nlp: Any) -> None:
         set_dropout_rate(pipe.model, 0.0)
         sgd = Adam(0.001)
         egs = [Example(nlp.make_doc(eg.reference.text), eg.reference) for eg in examples]
+        numpy.random.seed(11)
         if fn == "spacy":
             pipe.update_beam(egs, beam_width=8, sgd=sgd, losses={"ner": 0.0}, beam_density=0.0)
         else:
