@@ -130,7 +130,7 @@ class BatchedStepModel:
             if self.n_pieces >= 2:
                 d = self.ops.backprop_maxout(d, which, self.n_pieces)
             else:
-                d = (d * which).reshape(d.shape + (1,))
+                d = (d * which).reshape((*d.shape, 1))
             ids = numpy.concatenate(self._ids[:n_steps])
             d_features = self.bp_lower((d, ids))
             flat = ids.flatten()
