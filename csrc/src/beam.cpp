@@ -5,7 +5,6 @@
 // for bit given the same score matrices.
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -247,12 +246,7 @@ void BeamBatch::expand(int doc, const float* rows, const std::uint8_t* valid, co
     const std::uint64_t base = i * n_class;
     if (slot.done) {
       const float s = slot.score;
-      float bonus_score = slot.node >= 0 ? s + s / static_cast<float>(beam.t) : s;
-      // A finite score can overflow once the bonus is added (|s| > FLT_MAX / 2):
-      // saturate, as an infinite score would make the softmax and ordering NaN.
-      if (!std::isfinite(bonus_score)) {
-        bonus_score = std::copysign(std::numeric_limits<float>::max(), s);
-      }
+      const float bonus_score = slot.node >= 0 ? s + s / static_cast<float>(beam.t) : s;
       candidates_.push_back({bonus_score, base});
       continue;
     }
