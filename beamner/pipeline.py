@@ -15,11 +15,17 @@ from thinc.api import Config, Model
 
 from beamner._core import BeamBatch
 from beamner._spacy_states import build_beam, build_state
+from beamner.calibration import entity_probabilities
 from beamner.search import beam_search
 from beamner.training import update_beam
 
 #: Settings beamner adds to spaCy's ``beam_ner`` ones.
-BEAMNER_DEFAULTS: dict[str, Any] = {"spans_key": None, "span_threshold": 0.1, "fused": True}
+BEAMNER_DEFAULTS: dict[str, Any] = {
+    "spans_key": None,
+    "span_threshold": 0.1,
+    "fused": True,
+    "temperature": 1.0,
+}
 
 
 class BeamnerEntityRecognizer(EntityRecognizer):  # type: ignore[misc]
@@ -51,6 +57,7 @@ class BeamnerEntityRecognizer(EntityRecognizer):  # type: ignore[misc]
         spans_key: str | None = None,
         span_threshold: float = 0.1,
         fused: bool = True,
+        temperature: float = 1.0,
     ) -> None:
         kwargs: dict[str, Any] = {} if scorer is None else {"scorer": scorer}
         super().__init__(
@@ -68,7 +75,11 @@ class BeamnerEntityRecognizer(EntityRecognizer):  # type: ignore[misc]
         )
         if not 0.0 <= span_threshold <= 1.0:
             raise ValueError(f"span_threshold must be in [0, 1], got {span_threshold}")
-        self.cfg.update(spans_key=spans_key, span_threshold=span_threshold, fused=fused)
+        if not temperature > 0.0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.cfg.update(
+            spans_key=spans_key, span_threshold=span_threshold, fused=fused, temperature=temperature
+        )
 
     @classmethod
     def from_pipe(cls, pipe: EntityRecognizer, **settings: Any) -> BeamnerEntityRecognizer:
@@ -150,8 +161,10 @@ class BeamnerEntityRecognizer(EntityRecognizer):  # type: ignore[misc]
         key = self.cfg.get("spans_key")
         if key:
             threshold = float(self.cfg.get("span_threshold", 0.0))
+            temperature = float(self.cfg.get("temperature", 1.0))
             for i, doc in enumerate(docs):
-                doc.spans[key] = _scored_spans(doc, key, batch.entity_probabilities(i), threshold)
+                probs = entity_probabilities(batch, i, temperature)
+                doc.spans[key] = _scored_spans(doc, key, probs, threshold)
 
 
 class _NativeParses:
@@ -210,9 +223,11 @@ def make_beamner_ner(
     spans_key: str | None,
     span_threshold: float,
     fused: bool,
+    temperature: float,
 ) -> BeamnerEntityRecognizer:
     """Factory ``beamner_ner``: ``beam_ner``'s settings plus ``spans_key``,
-    ``span_threshold`` and ``fused`` (run each search fully natively)."""
+    ``span_threshold``, ``fused`` (run each search fully natively) and
+    ``temperature`` (entity probabilities from ``softmax(score / T)``)."""
     return BeamnerEntityRecognizer(
         nlp.vocab,
         model,
@@ -227,6 +242,7 @@ def make_beamner_ner(
         spans_key=spans_key,
         span_threshold=span_threshold,
         fused=fused,
+        temperature=temperature,
     )
 
 

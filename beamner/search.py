@@ -8,6 +8,7 @@ from typing import Any
 from spacy.tokens import Doc
 
 from beamner._core import BeamBatch
+from beamner.calibration import entity_probabilities
 from beamner.model import StepScorer, precompute
 from beamner.spacy_inputs import doc_batch, transition_system
 
@@ -69,14 +70,17 @@ def entity_scores(
 ) -> list[dict[tuple[int, int, str], float]]:
     """For each doc, ``{(start, end, label): probability}`` summed over the beam's
     parses that contain the entity (spaCy's ``get_beam_parses`` convention).
-    Takes a pipeline or its NER pipe; docs must have run through the pipes before the NER."""
+    Takes a pipeline or its NER pipe; docs must have run through the pipes before the NER.
+    A ``temperature`` in the pipe's cfg (``beamner calibrate``) divides the final
+    beam scores before the softmax."""
     pipe = find_ner(nlp_or_pipe)
     batch = beam_search(pipe, docs, beam_width, beam_density)
     strings = pipe.vocab.strings
+    temperature = float(getattr(pipe, "cfg", {}).get("temperature", 1.0))
     return [
         {
             (start, end, strings[label]): prob
-            for (start, end, label), prob in batch.entity_probabilities(i).items()
+            for (start, end, label), prob in entity_probabilities(batch, i, temperature).items()
         }
         for i in range(len(docs))
     ]
