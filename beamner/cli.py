@@ -1,0 +1,352 @@
+"""The ``beamner`` command (``python -m beamner``): annotate, evaluate,
+calibrate and rank with a spaCy pipeline's NER beam. Each command is a thin
+wrapper around a Python function in :mod:`beamner.tools` or
+:mod:`beamner.evaluate`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+app = typer.Typer(
+    name="beamner",
+    help="Native beam search for spaCy NER: annotate, evaluate, calibrate, rank.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Optional[...] rather than "X | None": typer evaluates the annotations at
+# runtime and the package supports Python 3.9.
+OptPath = Optional[Path]
+OptStr = Optional[str]
+OptInt = Optional[int]
+OptFloat = Optional[float]
+
+# Shared options.
+Model = Annotated[str, typer.Argument(help="spaCy pipeline: an installed package name or a path.")]
+BeamWidth = Annotated[int, typer.Option("--beam-width", "-w", min=1, help="Beam width.")]
+BeamDensity = Annotated[
+    float,
+    typer.Option("--beam-density", min=0.0, max=1.0, help="Beam density (prune below d * best)."),
+]
+BatchSize = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Docs per batch.")]
+GpuId = Annotated[
+    int, typer.Option("--gpu-id", "-g", help="GPU to use (spacy.require_gpu); -1: CPU.")
+]
+Format = Annotated[
+    str, typer.Option("--format", "-f", help="Input format: auto, jsonl, text or spacy.")
+]
+GoldFormat = Annotated[
+    str, typer.Option("--format", "-f", help="Gold format: auto, conll, spacy or jsonl.")
+]
+SkipInvalid = Annotated[
+    bool, typer.Option("--skip-invalid", help="Skip bad input lines and count them, not fail.")
+]
+Progress = Annotated[
+    Optional[bool],
+    typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal)."),
+]
+SentencesPerDoc = Annotated[
+    int, typer.Option("--sentences-per-doc", min=1, help="CoNLL sentences grouped into a doc.")
+]
+LabelMap = Annotated[
+    Optional[str],
+    typer.Option(
+        "--label-map",
+        help="Rename predicted labels, PRED=GOLD,...; unmapped predicted labels are ignored.",
+    ),
+]
+
+
+def _fail(err: Exception) -> None:
+    typer.echo(f"error: {err}", err=True)
+    raise typer.Exit(1)
+
+
+def _echo_json(obj: Any) -> None:
+    typer.echo(json.dumps(obj, indent=2))
+
+
+@app.command("annotate")
+def annotate_cmd(
+    model: Model,
+    input: Annotated[
+        str, typer.Argument(help="JSONL ({'text': ...}), plain text (a doc a line), .spacy or -.")
+    ],
+    output: Annotated[
+        OptPath,
+        typer.Option("--output", "-o", help="JSONL output (default: stdout)."),
+    ] = None,
+    threshold: Annotated[
+        float,
+        typer.Option("--threshold", "-t", min=0.0, max=1.0, help="Keep spans with p >= this."),
+    ] = 0.1,
+    beam_width: BeamWidth = 16,
+    beam_density: BeamDensity = 0.0001,
+    batch_size: BatchSize = 64,
+    gpu_id: GpuId = -1,
+    fmt: Format = "auto",
+    skip_invalid: SkipInvalid = False,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Skip as many inputs as OUTPUT has lines; append."),
+    ] = False,
+    progress: Progress = None,
+) -> None:
+    """Annotate texts: JSONL with 'ents' (best parse) and 'spans' (candidates with scores).
+
+    Each output line keeps the input's keys. Streams with constant memory, flushes every batch.
+    """
+    from beamner.tools import annotate
+
+    try:
+        summary = annotate(
+            model,
+            input,
+            output,
+            fmt=fmt,
+            beam_width=beam_width,
+            beam_density=beam_density,
+            threshold=threshold,
+            batch_size=batch_size,
+            gpu_id=gpu_id,
+            skip_invalid=skip_invalid,
+            resume=resume,
+            progress=progress,
+        )
+    except (ValueError, OSError) as err:
+        _fail(err)
+        return
+    parts = [f"{summary.written} docs written"]
+    if summary.skipped_resume:
+        parts.append(f"{summary.skipped_resume} already in output (resumed)")
+    if summary.n_invalid:
+        lines = ", ".join(map(str, summary.invalid_lines[:10]))
+        more = ", ..." if summary.n_invalid > 10 else ""
+        parts.append(f"{summary.n_invalid} invalid lines skipped (lines {lines}{more})")
+    typer.echo("; ".join(parts), err=True)
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    model: Model,
+    data: Annotated[str, typer.Argument(help="Gold data: CoNLL/IOB, .spacy or JSONL with spans.")],
+    beam_widths: Annotated[
+        str, typer.Option("--beam-widths", help="Comma-separated beam widths.")
+    ] = "1,2,4,8,16,32",
+    beam_density: BeamDensity = 0.0001,
+    output_dir: Annotated[
+        OptPath,
+        typer.Option(
+            "--output-dir",
+            "-o",
+            help="Write evaluation.json, f1_vs_width.png and reliability.png here.",
+        ),
+    ] = None,
+    label_map: LabelMap = None,
+    sentences_per_doc: SentencesPerDoc = 1,
+    n_bins: Annotated[int, typer.Option("--bins", min=1, help="Calibration bins.")] = 10,
+    batch_size: BatchSize = 128,
+    gpu_id: GpuId = -1,
+    fmt: GoldFormat = "auto",
+    progress: Progress = None,
+) -> None:
+    """Evaluate on gold data per beam width: F1, oracle F1, calibration.
+
+    Top-1 P/R/F1, oracle F1 (best parse in the beam), how often the top parse is the best,
+    and ECE, Brier score and a reliability table of the entity probabilities.
+    """
+    from beamner.evaluate import evaluate
+
+    try:
+        report = evaluate(
+            model,
+            data,
+            beam_widths=beam_widths,
+            beam_density=beam_density,
+            fmt=fmt,
+            sentences_per_doc=sentences_per_doc,
+            label_map=label_map,
+            n_bins=n_bins,
+            batch_size=batch_size,
+            output_dir=output_dir,
+            gpu_id=gpu_id,
+            progress=progress,
+        )
+    except (ValueError, OSError) as err:
+        _fail(err)
+        return
+    typer.echo(
+        f"{report['n_docs']} docs, {report['n_gold_entities']} gold entities, "
+        f"temperature {report['temperature']:.4g}"
+    )
+    typer.echo(
+        f"{'width':>5} {'P':>6} {'R':>6} {'F1':>6} {'oracleF1':>8} {'top=best':>8} "
+        f"{'ECE':>6} {'Brier':>6} {'sec':>6}"
+    )
+    for r in report["widths"]:
+        typer.echo(
+            f"{r['width']:>5} {r['precision']:6.3f} {r['recall']:6.3f} {r['f1']:6.3f} "
+            f"{r['oracle_f1']:8.3f} {r['top_is_best']:8.3f} {r['ece']:6.3f} {r['brier']:6.3f} "
+            f"{r['seconds']:6.2f}"
+        )
+    if output_dir is not None:
+        typer.echo(f"wrote {output_dir / 'evaluation.json'}")
+        for path in report.get("plots", []):
+            typer.echo(f"wrote {path}")
+        if "plots_skipped" in report:
+            typer.echo(f"no plots: {report['plots_skipped']}", err=True)
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    model: Model,
+    data: Annotated[str, typer.Argument(help="Gold data to fit the temperature on.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Where to save the calibrated pipeline.")
+    ],
+    eval_data: Annotated[
+        OptStr,
+        typer.Option("--eval-data", help="Held-out gold data for the before/after report."),
+    ] = None,
+    holdout: Annotated[
+        float,
+        typer.Option(
+            "--holdout", min=0.0, max=1.0, help="Without --eval-data: report on this last part."
+        ),
+    ] = 0.5,
+    objective: Annotated[str, typer.Option("--objective", help="nll or brier.")] = "nll",
+    beam_width: Annotated[
+        OptInt,
+        typer.Option("--beam-width", "-w", min=1, help="Default: the component's."),
+    ] = None,
+    beam_density: Annotated[
+        OptFloat,
+        typer.Option("--beam-density", min=0.0, max=1.0, help="Default: the component's."),
+    ] = None,
+    label_map: LabelMap = None,
+    sentences_per_doc: SentencesPerDoc = 1,
+    batch_size: BatchSize = 128,
+    gpu_id: GpuId = -1,
+    fmt: GoldFormat = "auto",
+    progress: Progress = None,
+    report: Annotated[
+        OptPath,
+        typer.Option("--report", help="Also write the full report (with reliability) as JSON."),
+    ] = None,
+) -> None:
+    """Fit a temperature for the beam's probabilities and save the calibrated pipeline.
+
+    Probabilities become softmax(score / T) over the final beam; T is stored as 'temperature'
+    in the beamner_ner component. Reports calibration before/after on held-out data.
+    """
+    from beamner.evaluate import calibrate
+
+    try:
+        result = calibrate(
+            model,
+            data,
+            output,
+            eval_data=eval_data,
+            holdout=holdout,
+            beam_width=beam_width,
+            beam_density=beam_density,
+            objective=objective,
+            fmt=fmt,
+            sentences_per_doc=sentences_per_doc,
+            label_map=label_map,
+            batch_size=batch_size,
+            gpu_id=gpu_id,
+            progress=progress,
+        )
+    except (ValueError, OSError) as err:
+        _fail(err)
+        return
+    held = result["heldout"]
+    typer.echo(
+        f"temperature {result['temperature']:.4g} (fit on {result['fit']['n_docs']} docs, "
+        f"width {result['beam_width']}, {result['objective']})"
+    )
+    typer.echo(f"held-out ({held['data']}, {held['n_docs']} docs):")
+    for key in ("ece", "brier", "nll"):
+        typer.echo(f"  {key:<6} {held['before'][key]:.4f} -> {held['after'][key]:.4f}")
+    typer.echo(f"saved {output}")
+    if report is not None:
+        report.write_text(json.dumps(result, indent=2) + "\n")
+
+
+@app.command("rank")
+def rank_cmd(
+    model: Model,
+    input: Annotated[str, typer.Argument(help="JSONL, plain text (a doc a line), .spacy or -.")],
+    output: Annotated[
+        OptPath,
+        typer.Option("--output", "-o", help="JSONL tasks (default: stdout)."),
+    ] = None,
+    strategy: Annotated[
+        str, typer.Option("--strategy", "-s", help="uncertainty, entropy or margin.")
+    ] = "uncertainty",
+    unit: Annotated[
+        str, typer.Option("--unit", help="doc (one task a doc) or entity (one task a span).")
+    ] = "doc",
+    top: Annotated[
+        OptInt,
+        typer.Option("--top", "-n", min=1, help="Keep only the N most uncertain tasks."),
+    ] = None,
+    threshold: Annotated[
+        float,
+        typer.Option("--threshold", "-t", min=0.0, max=1.0, help="Spans in a task: p >= this."),
+    ] = 0.05,
+    beam_width: BeamWidth = 16,
+    beam_density: BeamDensity = 0.0001,
+    batch_size: BatchSize = 64,
+    gpu_id: GpuId = -1,
+    fmt: Format = "auto",
+    skip_invalid: SkipInvalid = False,
+    progress: Progress = None,
+) -> None:
+    """Rank examples for annotation, most uncertain first (like Prodigy's ner.teach).
+
+    Writes JSONL tasks with 'text', 'spans' (with 'score') and 'meta' ('score', 'entropy',
+    'margin', 'uncertainty').
+    """
+    from beamner.tools import rank
+
+    try:
+        summary = rank(
+            model,
+            input,
+            output,
+            fmt=fmt,
+            strategy=strategy,
+            unit=unit,
+            top=top,
+            beam_width=beam_width,
+            beam_density=beam_density,
+            threshold=threshold,
+            batch_size=batch_size,
+            gpu_id=gpu_id,
+            skip_invalid=skip_invalid,
+            progress=progress,
+        )
+    except (ValueError, OSError) as err:
+        _fail(err)
+        return
+    msg = f"{summary.written} tasks written"
+    if summary.n_invalid:
+        msg += f"; {summary.n_invalid} invalid lines skipped"
+    typer.echo(msg, err=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    app(args=argv if argv is not None else sys.argv[1:], prog_name="beamner")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
