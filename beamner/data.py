@@ -19,7 +19,8 @@ Conventions used here:
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from spacy.language import Language
 from spacy.tokens import Doc, Span
@@ -28,6 +29,7 @@ from spacy.vocab import Vocab
 
 __all__ = [
     "Sentence",
+    "conll_corpus",
     "conll_to_docs",
     "documents_to_docs",
     "group_into_documents",
@@ -225,3 +227,25 @@ def group_into_documents(
         list(sentences[i : i + n_sentences_per_doc])
         for i in range(0, len(sentences), n_sentences_per_doc)
     ]
+
+
+def conll_corpus(path: str | os.PathLike[str], *, sentences_per_doc: int = 1) -> Any:
+    """A spaCy corpus reader over a CoNLL NER file: ``(nlp) -> Iterator[Example]``,
+    each Example's reference holding the gold entities (every token annotated)."""
+    from spacy.training import Example
+
+    def read(nlp: Language) -> Iterator[Example]:
+        groups = group_into_documents(read_conll(path), sentences_per_doc)
+        for doc in documents_to_docs(nlp, groups, with_ents=True):
+            yield Example(nlp.make_doc(doc.text), doc)
+
+    return read
+
+
+def _register_reader() -> None:
+    from spacy.util import registry
+
+    registry.readers.register("beamner.ConllCorpus.v1", func=conll_corpus)
+
+
+_register_reader()
