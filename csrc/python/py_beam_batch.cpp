@@ -13,6 +13,8 @@ namespace {
 
 // The GIL is released inside native loops, so two Python threads could
 // reach one batch at once; the second gets an error instead of a data race.
+// Every method that reads the beams takes the lock, not only the ones that
+// change them: a read during another thread's advance would race with it.
 struct PyBeamBatch {
   explicit PyBeamBatch(BeamBatch b) : batch(std::move(b)) {}
   BeamBatch batch;
@@ -104,7 +106,10 @@ void run_precomputed(PyBeamBatch& self, const py::handle& features_obj,
   model.lower_bias = lower_bias.data();
   py::array_t<float> upper_W, upper_b, class_mask;
   if (upper_W_obj.is_none() != upper_b_obj.is_none()) {
-    throw py::value_error("upper_W and upper_b must be given together (or both None)");
+    throw py::value_error(
+        std::string("upper_W and upper_b must be given together (or both None), got ") +
+        (upper_W_obj.is_none() ? "upper_W=None" : "an upper_W") + " and " +
+        (upper_b_obj.is_none() ? "upper_b=None" : "an upper_b"));
   }
   model.n_classes = model.nO;
   if (!upper_W_obj.is_none()) {
@@ -127,7 +132,8 @@ void run_precomputed(PyBeamBatch& self, const py::handle& features_obj,
   self.batch.run(scorer);
 }
 
-py::list parses(const PyBeamBatch& self, int doc) {
+py::list parses(PyBeamBatch& self, int doc) {
+  Busy busy(self);
   py::list out;
   for (Parse& p : self.batch.parses(doc)) out.append(std::move(p));
   return out;
@@ -135,7 +141,8 @@ py::list parses(const PyBeamBatch& self, int doc) {
 
 // Every NER action consumes one token, so a document's histories form a
 // (k, n_tokens) matrix: cheap to hand to the Cython side in one piece.
-py::tuple beam_arrays(const PyBeamBatch& self, int doc) {
+py::tuple beam_arrays(PyBeamBatch& self, int doc) {
+  Busy busy(self);
   const std::vector<Parse> parses = self.batch.parses(doc);
   const auto k = static_cast<py::ssize_t>(parses.size());
   const auto n = static_cast<py::ssize_t>(parses.empty() ? 0 : parses[0].history.size());
@@ -154,7 +161,8 @@ py::tuple beam_arrays(const PyBeamBatch& self, int doc) {
   return py::make_tuple(scores, probs, histories);
 }
 
-py::dict entity_probabilities(const PyBeamBatch& self, int doc) {
+py::dict entity_probabilities(PyBeamBatch& self, int doc) {
+  Busy busy(self);
   py::dict out;
   for (const auto& [e, prob] : self.batch.entity_probabilities(doc)) {
     out[py::make_tuple(e.start, e.end, e.label)] = prob;
@@ -197,10 +205,21 @@ void bind_beam_batch(py::module_& m) {
       .def_property_readonly("width", [](const PyBeamBatch& b) { return b.batch.options().width; })
       .def_property_readonly("density",
                              [](const PyBeamBatch& b) { return b.batch.options().density; })
-      .def_property_readonly("is_done", [](const PyBeamBatch& b) { return b.batch.is_done(); })
-      .def_property_readonly("n_steps", [](const PyBeamBatch& b) { return b.batch.n_steps(); })
+      .def_property_readonly("is_done",
+                             [](PyBeamBatch& b) {
+                               Busy busy(b);
+                               return b.batch.is_done();
+                             })
+      .def_property_readonly("n_steps",
+                             [](PyBeamBatch& b) {
+                               Busy busy(b);
+                               return b.batch.n_steps();
+                             })
       .def_property_readonly("n_unfinished",
-                             [](const PyBeamBatch& b) { return b.batch.n_unfinished(); })
+                             [](PyBeamBatch& b) {
+                               Busy busy(b);
+                               return b.batch.n_unfinished();
+                             })
       .def(
           "context_tokens",
           [](PyBeamBatch& b) {

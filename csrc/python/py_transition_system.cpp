@@ -112,8 +112,9 @@ void bind_transition_system(py::module_& m) {
             const auto hist = int_vector<std::int32_t>(history, "history");
             for (std::size_t i = 0; i < hist.size(); ++i) {
               if (hist[i] < 0 || hist[i] >= s.n_actions()) {
-                throw py::value_error("history[" + std::to_string(i) +
-                                      "] = " + std::to_string(hist[i]) + " is not an action index");
+                throw py::value_error(
+                    "history[" + std::to_string(i) + "] = " + std::to_string(hist[i]) +
+                    " is not an action index (0.." + std::to_string(s.n_actions() - 1) + ")");
               }
             }
             py::list out;

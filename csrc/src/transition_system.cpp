@@ -178,11 +178,12 @@ TransitionSystem::TransitionSystem(std::vector<Action> actions) : actions_(std::
                                   " is not one of B, I, L, U, O (1..5)");
     }
     if (a.move == Move::Out && a.label != 0) {
-      throw std::invalid_argument("action " + std::to_string(i) + ": O cannot have a label");
+      throw std::invalid_argument("action " + std::to_string(i) +
+                                  ": O cannot have a label, got label " + std::to_string(a.label));
     }
     if (a.label == 0 && a.move != Move::Out && a.move != Move::Unit) {
-      throw std::invalid_argument("action " + std::to_string(i) +
-                                  ": only U and O may have label 0");
+      throw std::invalid_argument("action " + std::to_string(i) + ": move " + std::to_string(move) +
+                                  " needs a label, got label 0 (only U and O may have label 0)");
     }
     for (std::size_t j = 0; j < i; ++j) {
       if (actions_[j] == a) {
@@ -197,7 +198,10 @@ TransitionSystem TransitionSystem::from_labels(const std::vector<label_t>& label
   std::vector<Action> actions;
   for (Move move : {Move::Begin, Move::In, Move::Last, Move::Unit}) {
     for (label_t label : labels) {
-      if (label == 0) throw std::invalid_argument("entity label 0 is reserved for 'no label'");
+      if (label == 0) {
+        throw std::invalid_argument(
+            "labels must be non-zero (0 is reserved for 'no label'), got 0");
+      }
       actions.push_back({move, label});
     }
   }
