@@ -114,8 +114,9 @@ void BeamUpdate::advance(const float* scores, std::int64_t n_rows, std::int64_t 
   const auto gather = [&](const std::vector<std::int64_t>& rows) {
     gathered_.resize(rows.size() * static_cast<std::size_t>(n_cols));
     for (std::size_t r = 0; r < rows.size(); ++r) {
-      std::copy(scores + rows[r] * n_cols, scores + (rows[r] + 1) * n_cols,
-                gathered_.begin() + static_cast<std::ptrdiff_t>(r * static_cast<std::size_t>(n_cols)));
+      std::copy(
+          scores + rows[r] * n_cols, scores + (rows[r] + 1) * n_cols,
+          gathered_.begin() + static_cast<std::ptrdiff_t>(r * static_cast<std::size_t>(n_cols)));
     }
   };
   if (!pred_.is_done()) {
