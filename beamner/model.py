@@ -21,7 +21,8 @@ from numpy.typing import NDArray
 Float32Array = NDArray[numpy.float32]
 
 
-def _to_host(array: Any) -> Float32Array:
+def to_host(array: Any) -> Float32Array:
+    """A C-contiguous float32 numpy copy of a numpy or cupy array (one transfer)."""
     if hasattr(array, "get") and not isinstance(array, numpy.ndarray):
         array = array.get()  # cupy -> numpy, once per call
     return numpy.ascontiguousarray(array, dtype=numpy.float32)
@@ -69,15 +70,15 @@ def precompute(pipe: Any, docs: list[Any]) -> PrecomputedLayers:
     model = parser_model(pipe)
     tok2vec, lower = model.layers[0], model.layers[1]
     tokvecs = tok2vec.predict(docs)
-    features = _to_host(lower.predict(tokvecs))
+    features = to_host(lower.predict(tokvecs))
     n_pieces = lower.get_dim("nP") if lower.has_dim("nP") else 1
-    lower_bias = _to_host(lower.get_param("b")).reshape(features.shape[2], n_pieces)
+    lower_bias = to_host(lower.get_param("b")).reshape(features.shape[2], n_pieces)
     features = features.reshape(features.shape[0], features.shape[1], features.shape[2], n_pieces)
     upper_W = upper_b = None
     if model.attrs["has_upper"]:
         upper = model.layers[2]
-        upper_W = _to_host(upper.get_param("W"))
-        upper_b = _to_host(upper.get_param("b"))
+        upper_W = to_host(upper.get_param("W"))
+        upper_b = to_host(upper.get_param("b"))
     layers = PrecomputedLayers(features, lower_bias, upper_W, upper_b, None)
     layers.class_mask = _class_mask(model, layers.n_classes)
     return layers
@@ -97,7 +98,7 @@ class StepScorer:
             scores = step.vec2scores.predict(step.vec2scores.ops.asarray(vector))
         else:
             scores = vector
-        scores = _to_host(scores)
+        scores = to_host(scores)
         unseen = step._class_mask == 0
         if unseen.any():
             scores[:, unseen] = numpy.nanmin(scores)

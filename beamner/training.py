@@ -17,6 +17,7 @@ from spacy.training import Example
 from thinc.api import NumpyOps
 
 from beamner._core import BeamUpdate
+from beamner.model import to_host
 from beamner.spacy_inputs import doc_batch, gold, transition_system
 
 _NUMPY_OPS = NumpyOps()
@@ -204,7 +205,7 @@ def update_beam(
                 break
             scores, backprop = step_forward(model, token_ids, True)
             backprops.append(backprop)
-            update.advance(_NUMPY_OPS.as_contig(_to_host(scores)))
+            update.advance(to_host(scores))
         for step in range(min(update.n_gradient_steps, len(backprops))):
             d_scores = update.gradient(step)
             if on_step is not None:
@@ -217,9 +218,3 @@ def update_beam(
     if sgd is not None:
         pipe.finish_update(sgd)
     return losses
-
-
-def _to_host(array: Any) -> NDArray[numpy.float32]:
-    if hasattr(array, "get") and not isinstance(array, numpy.ndarray):
-        array = array.get()
-    return numpy.ascontiguousarray(array, dtype=numpy.float32)

@@ -7,6 +7,8 @@
 
 #include <cstdint>
 #include <limits>
+#include <mutex>
+#include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -98,6 +100,21 @@ inline py::array_t<float> float_array(const py::handle& obj, const char* name, i
   }
   return py::reinterpret_borrow<py::array_t<float>>(a);
 }
+
+/// Objects whose native loops release the GIL are locked per call, so a
+/// second Python thread gets an error instead of a data race.
+class Busy {
+ public:
+  Busy(std::mutex& mutex, const char* what) : lock_(mutex, std::try_to_lock) {
+    if (!lock_.owns_lock()) {
+      throw std::runtime_error(std::string("this ") + what +
+                               " is in use by another thread; use one per thread");
+    }
+  }
+
+ private:
+  std::unique_lock<std::mutex> lock_;
+};
 
 void bind_transition_system(py::module_& m);
 void bind_docs(py::module_& m);

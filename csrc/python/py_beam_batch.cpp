@@ -21,17 +21,7 @@ struct PyBeamBatch {
   std::mutex mutex;
 };
 
-class Busy {
- public:
-  explicit Busy(PyBeamBatch& b) : lock_(b.mutex, std::try_to_lock) {
-    if (!lock_.owns_lock()) {
-      throw std::runtime_error("this BeamBatch is in use by another thread; use one per thread");
-    }
-  }
-
- private:
-  std::unique_lock<std::mutex> lock_;
-};
+Busy busy_lock(PyBeamBatch& b) { return Busy(b.mutex, "BeamBatch"); }
 
 std::unique_ptr<PyBeamBatch> make_batch(const TransitionSystem& system, const DocBatch& docs,
                                         int width, float density,
@@ -46,7 +36,7 @@ std::unique_ptr<PyBeamBatch> make_batch(const TransitionSystem& system, const Do
 }
 
 void advance(PyBeamBatch& self, const py::handle& scores_obj) {
-  Busy busy(self);
+  Busy busy = busy_lock(self);
   py::array_t<float> scores = float_array(scores_obj, "scores", 2);
   const float* data = scores.data();
   const std::int64_t rows = scores.shape(0);
@@ -88,7 +78,7 @@ void run_precomputed(PyBeamBatch& self, const py::handle& features_obj,
                      const py::handle& lower_bias_obj, const py::handle& upper_W_obj,
                      const py::handle& upper_b_obj, const py::handle& class_mask_obj,
                      bool use_blis) {
-  Busy busy(self);
+  Busy busy = busy_lock(self);
   py::array_t<float> features = float_array(features_obj, "features", 4);
   PrecomputedModel model;
   model.features = features.data();
@@ -133,7 +123,7 @@ void run_precomputed(PyBeamBatch& self, const py::handle& features_obj,
 }
 
 py::list parses(PyBeamBatch& self, int doc) {
-  Busy busy(self);
+  Busy busy = busy_lock(self);
   py::list out;
   for (Parse& p : self.batch.parses(doc)) out.append(std::move(p));
   return out;
@@ -142,7 +132,7 @@ py::list parses(PyBeamBatch& self, int doc) {
 // Every NER action consumes one token, so a document's histories form a
 // (k, n_tokens) matrix: cheap to hand to the Cython side in one piece.
 py::tuple beam_arrays(PyBeamBatch& self, int doc) {
-  Busy busy(self);
+  Busy busy = busy_lock(self);
   const std::vector<Parse> parses = self.batch.parses(doc);
   const auto k = static_cast<py::ssize_t>(parses.size());
   const auto n = static_cast<py::ssize_t>(parses.empty() ? 0 : parses[0].history.size());
@@ -162,7 +152,7 @@ py::tuple beam_arrays(PyBeamBatch& self, int doc) {
 }
 
 py::dict entity_probabilities(PyBeamBatch& self, int doc) {
-  Busy busy(self);
+  Busy busy = busy_lock(self);
   py::dict out;
   for (const auto& [e, prob] : self.batch.entity_probabilities(doc)) {
     out[py::make_tuple(e.start, e.end, e.label)] = prob;
@@ -207,23 +197,23 @@ void bind_beam_batch(py::module_& m) {
                              [](const PyBeamBatch& b) { return b.batch.options().density; })
       .def_property_readonly("is_done",
                              [](PyBeamBatch& b) {
-                               Busy busy(b);
+                               Busy busy = busy_lock(b);
                                return b.batch.is_done();
                              })
       .def_property_readonly("n_steps",
                              [](PyBeamBatch& b) {
-                               Busy busy(b);
+                               Busy busy = busy_lock(b);
                                return b.batch.n_steps();
                              })
       .def_property_readonly("n_unfinished",
                              [](PyBeamBatch& b) {
-                               Busy busy(b);
+                               Busy busy = busy_lock(b);
                                return b.batch.n_unfinished();
                              })
       .def(
           "context_tokens",
           [](PyBeamBatch& b) {
-            Busy busy(b);
+            Busy busy = busy_lock(b);
             py::array_t<std::int32_t> out({static_cast<py::ssize_t>(b.batch.n_unfinished()),
                                            static_cast<py::ssize_t>(kNumContextFeatures)});
             b.batch.context_tokens(out.mutable_data());
@@ -233,7 +223,7 @@ void bind_beam_batch(py::module_& m) {
       .def(
           "valid_actions",
           [](PyBeamBatch& b) {
-            Busy busy(b);
+            Busy busy = busy_lock(b);
             const auto n = static_cast<py::ssize_t>(b.batch.n_unfinished());
             std::vector<std::uint8_t> valid(static_cast<std::size_t>(n * b.batch.n_actions()));
             b.batch.valid_actions(valid.data());
@@ -245,7 +235,7 @@ void bind_beam_batch(py::module_& m) {
       .def(
           "costs",
           [](PyBeamBatch& b) {
-            Busy busy(b);
+            Busy busy = busy_lock(b);
             py::array_t<float> out({static_cast<py::ssize_t>(b.batch.n_unfinished()),
                                     static_cast<py::ssize_t>(b.batch.n_actions())});
             b.batch.costs(out.mutable_data());

@@ -16,13 +16,7 @@ struct PyBeamUpdate {
   std::mutex mutex;
 };
 
-std::unique_lock<std::mutex> busy(PyBeamUpdate& self) {
-  std::unique_lock<std::mutex> lock(self.mutex, std::try_to_lock);
-  if (!lock.owns_lock()) {
-    throw std::runtime_error("this BeamUpdate is in use by another thread; use one per thread");
-  }
-  return lock;
-}
+Busy busy(PyBeamUpdate& self) { return Busy(self.mutex, "BeamUpdate"); }
 
 }  // namespace
 
