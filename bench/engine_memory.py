@@ -8,7 +8,10 @@ grown the heap).
 ``stream``: short synthetic docs (1..29 tokens) through BeamBatch/advance in
 batches of 100 with random scores, parses and entity probabilities read back.
 ``long-doc``: one document of ``--n-tokens`` tokens, advanced step by step with
-random scores. Prints one JSON object: VmRSS (MiB) at checkpoints, VmHWM, time.
+random scores; the beam's history is compacted as it goes, so it holds the
+surviving paths (about length + width nodes), not every expansion (length *
+width). Prints one JSON object: VmRSS (MiB) at checkpoints, VmHWM, the most
+history nodes held at once, time.
 """
 
 from __future__ import annotations
@@ -71,8 +74,10 @@ def long_doc(n_tokens: int, width: int) -> dict[str, object]:
     batch = beamner.BeamBatch(SYSTEM, docs(np.array([n_tokens])), width, 0.0)
     block = rng.standard_normal((64, width, batch.n_actions)).astype(np.float32)
     t0 = time.perf_counter()
+    max_nodes = 0
     for step in range(n_tokens):
         batch.advance(block[step % 64, : batch.n_unfinished])
+        max_nodes = max(max_nodes, batch.history_nodes(0))
         if (step + 1) % (n_tokens // 10) == 0:
             checkpoints[step + 1] = status_mib("VmRSS")
     seconds = time.perf_counter() - t0
@@ -86,6 +91,7 @@ def long_doc(n_tokens: int, width: int) -> dict[str, object]:
         "seconds": seconds,
         "rss_mib": checkpoints,
         "hwm_mib": status_mib("VmHWM"),
+        "max_history_nodes": max_nodes,
         "n_parses": len(parses),
         "prob_sum": sum(p.probability for p in parses),
     }

@@ -71,3 +71,19 @@ def test_entity_scores_sum_parse_probabilities(nlp_sm, real_docs):  # type: igno
         assert scores.keys() == expected.keys()
         for key, value in expected.items():
             assert scores[key] == pytest.approx(value, abs=1e-12, rel=0)
+
+
+@pytest.mark.parametrize("width", [16, 64])
+def test_long_document_with_compacted_history_matches_spacy(nlp_sm, real_texts, width):  # type: ignore[no-untyped-def]
+    """A ~6k-token document: its beam history passes the compaction threshold
+    (16k nodes) several times, and the k-best still equal spaCy's."""
+    text = " ".join(real_texts)
+    doc = nlp_sm(" ".join(text.split()[:6000]), disable=["ner"])
+    assert len(doc) * width > 4 * 2**14
+    ner = nlp_sm.get_pipe("ner")
+    (beam,) = _spacy_beams(ner, [doc], width, 0.0001)
+    batch = beamner.beam_search(ner, [doc], width, 0.0001)
+    assert batch.history_nodes(0) < len(doc) * width // 4  # compacted
+    parses = batch.parses(0)
+    assert [list(h) for h in beam.histories[: len(beam)]] == [p.history.tolist() for p in parses]
+    assert list(beam.scores) == [p.score for p in parses]

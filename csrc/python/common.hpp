@@ -101,6 +101,18 @@ inline py::array_t<float> float_array(const py::handle& obj, const char* name, i
   return py::reinterpret_borrow<py::array_t<float>>(a);
 }
 
+/// A private copy of a checked float32 array, taken while the GIL is held:
+/// native code validates its input and then reads it again with the GIL
+/// released, when another Python thread could be writing to the caller's
+/// buffer.
+inline std::vector<float> float_copy(const py::handle& obj, const char* name, int ndim,
+                                     std::int64_t* rows, std::int64_t* cols) {
+  py::array_t<float> a = float_array(obj, name, ndim);
+  *rows = a.shape(0);
+  *cols = ndim > 1 ? a.shape(1) : 1;
+  return std::vector<float>(a.data(), a.data() + a.size());
+}
+
 /// Objects whose native loops release the GIL are locked per call, so a
 /// second Python thread gets an error instead of a data race.
 class Busy {

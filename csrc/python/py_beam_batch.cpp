@@ -26,8 +26,9 @@ Busy busy_lock(PyBeamBatch& b) { return Busy(b.mutex, "BeamBatch"); }
 std::unique_ptr<PyBeamBatch> make_batch(const TransitionSystem& system, const DocBatch& docs,
                                         int width, float density,
                                         const std::optional<std::vector<Gold>>& golds,
-                                        bool follow_gold) {
+                                        bool follow_gold, bool compact_history) {
   BeamOptions options;
+  options.compact_history = compact_history;
   options.width = width;
   options.density = density;
   options.follow_gold = follow_gold;
@@ -37,12 +38,11 @@ std::unique_ptr<PyBeamBatch> make_batch(const TransitionSystem& system, const Do
 
 void advance(PyBeamBatch& self, const py::handle& scores_obj) {
   Busy busy = busy_lock(self);
-  py::array_t<float> scores = float_array(scores_obj, "scores", 2);
-  const float* data = scores.data();
-  const std::int64_t rows = scores.shape(0);
-  const std::int64_t cols = scores.shape(1);
+  std::int64_t rows = 0;
+  std::int64_t cols = 0;
+  const std::vector<float> scores = float_copy(scores_obj, "scores", 2, &rows, &cols);
   py::gil_scoped_release release;
-  self.batch.advance(data, rows, cols);
+  self.batch.advance(scores.data(), rows, cols);
 }
 
 void expect_shape(const py::array& a, const char* name, std::initializer_list<py::ssize_t> shape) {
@@ -189,7 +189,8 @@ void bind_beam_batch(py::module_& m) {
   py::class_<PyBeamBatch>(m, "BeamBatch",
                           "Beam search over many documents with thinc's Beam semantics.")
       .def(py::init(&make_batch), py::arg("system"), py::arg("docs"), py::arg("width") = 1,
-           py::arg("density") = 0.0f, py::arg("golds") = py::none(), py::arg("follow_gold") = false)
+           py::arg("density") = 0.0f, py::arg("golds") = py::none(), py::arg("follow_gold") = false,
+           py::arg("compact_history") = true)
       .def_property_readonly("n_docs", [](const PyBeamBatch& b) { return b.batch.n_docs(); })
       .def_property_readonly("n_actions", [](const PyBeamBatch& b) { return b.batch.n_actions(); })
       .def_property_readonly("width", [](const PyBeamBatch& b) { return b.batch.options().width; })
@@ -205,6 +206,13 @@ void bind_beam_batch(py::module_& m) {
                                Busy busy = busy_lock(b);
                                return b.batch.n_steps();
                              })
+      .def(
+          "history_nodes",
+          [](PyBeamBatch& b, int doc) {
+            Busy busy = busy_lock(b);
+            return b.batch.history_nodes(doc);
+          },
+          py::arg("doc"), "History nodes the document's beam holds now (memory diagnostics).")
       .def_property_readonly("n_unfinished",
                              [](PyBeamBatch& b) {
                                Busy busy = busy_lock(b);

@@ -45,12 +45,11 @@ void bind_beam_update(py::module_& m) {
           "advance",
           [](PyBeamUpdate& u, const py::handle& scores_obj) {
             auto lock = busy(u);
-            py::array_t<float> scores = float_array(scores_obj, "scores", 2);
-            const float* data = scores.data();
-            const std::int64_t rows = scores.shape(0);
-            const std::int64_t cols = scores.shape(1);
+            std::int64_t rows = 0;
+            std::int64_t cols = 0;
+            const std::vector<float> scores = float_copy(scores_obj, "scores", 2, &rows, &cols);
             py::gil_scoped_release release;
-            u.update.advance(data, rows, cols);
+            u.update.advance(scores.data(), rows, cols);
           },
           py::arg("scores"), "Advance both beams with the prepared rows' scores.")
       .def_property_readonly("n_gradient_steps",

@@ -4,6 +4,7 @@
 // arithmetic is float32 or double, ours is the same, so scores agree bit
 // for bit given the same score matrices.
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -12,6 +13,11 @@
 
 namespace beamner {
 namespace {
+
+// Node ids are int32: a beam may hold at most this many history nodes.
+constexpr std::size_t kMaxHistoryNodes = static_cast<std::size_t>(INT32_MAX);
+// Below this many nodes a beam's history is never compacted (16 bytes each).
+constexpr std::size_t kMinCompactNodes = 1 << 14;
 
 // thinc pops candidates from a std::priority_queue<pair<float, size_t>>:
 // highest score first, ties broken by the larger (slot * n_class + class).
@@ -84,6 +90,7 @@ BeamBatch::BeamBatch(const TransitionSystem& system, DocBatch docs, BeamOptions 
     first.done = first.state.is_final();
     beam.slots.push_back(first);
     beam.done = first.done;
+    beam.compact_at = kMinCompactNodes;
   }
 }
 
@@ -186,6 +193,11 @@ void BeamBatch::advance(const float* scores, std::int64_t n_rows, std::int64_t n
     for (int d = 0; d < n_docs(); ++d) {
       const DocBeam& beam = beams_[static_cast<std::size_t>(d)];
       if (beam.done) continue;
+      if (beam.history.size() + static_cast<std::size_t>(options_.width) > kMaxHistoryNodes) {
+        throw std::length_error("document " + std::to_string(d) +
+                                ": its beam history would exceed " +
+                                std::to_string(kMaxHistoryNodes) + " nodes (int32 ids)");
+      }
       bool any = false;
       std::int32_t pos = -1;
       for (const Slot& slot : beam.slots) {
@@ -300,6 +312,7 @@ void BeamBatch::expand(int doc, const float* rows, const std::uint8_t* valid, co
   }
   beam.slots.swap(beam.next);
   beam.t += 1;
+  if (options_.compact_history && beam.history.size() >= beam.compact_at) compact_history(beam);
   beam.done =
       std::all_of(beam.slots.begin(), beam.slots.end(), [](const Slot& s) { return s.done; });
 }
@@ -321,6 +334,45 @@ void BeamBatch::run(Scorer& scorer) {
     scorer.score(context.data(), n, scores.data());
     advance(scores.data(), n, n_actions());
   }
+}
+
+void BeamBatch::compact_history(DocBeam& beam) {
+  // Nodes are appended after their parents, so keeping the reachable ones
+  // in order keeps every parent id below its children's.
+  constexpr std::int32_t kUnreached = -1;
+  constexpr std::int32_t kReached = -2;
+  new_index_.assign(beam.history.size(), kUnreached);
+  for (const Slot& slot : beam.slots) {
+    for (std::int32_t node = slot.node;
+         node >= 0 && new_index_[static_cast<std::size_t>(node)] == kUnreached;
+         node = beam.history[static_cast<std::size_t>(node)].parent) {
+      new_index_[static_cast<std::size_t>(node)] = kReached;
+    }
+  }
+  std::size_t kept = 0;
+  for (std::size_t i = 0; i < beam.history.size(); ++i) {
+    if (new_index_[i] == kUnreached) continue;
+    HistoryNode node = beam.history[i];
+    if (node.parent >= 0) node.parent = new_index_[static_cast<std::size_t>(node.parent)];
+    new_index_[i] = static_cast<std::int32_t>(kept);
+    beam.history[kept++] = node;
+  }
+  beam.history.resize(kept);
+  for (Slot& slot : beam.slots) {
+    if (slot.node >= 0) slot.node = new_index_[static_cast<std::size_t>(slot.node)];
+  }
+  // Amortised O(1) per node: the next compaction waits until the history
+  // has doubled since this one.
+  beam.compact_at = std::max(kMinCompactNodes, 2 * kept);
+  beam.history.shrink_to_fit();
+}
+
+std::size_t BeamBatch::history_nodes(int doc) const {
+  if (doc < 0 || doc >= n_docs()) {
+    throw std::out_of_range("document index " + std::to_string(doc) + " out of range for " +
+                            std::to_string(n_docs()) + " documents");
+  }
+  return beams_[static_cast<std::size_t>(doc)].history.size();
 }
 
 std::vector<std::int32_t> BeamBatch::history_of(const DocBeam& beam, std::int32_t node) const {

@@ -29,8 +29,8 @@ std::vector<double> softmax(const std::vector<double>& xs) {
 
 BeamUpdate::BeamUpdate(const TransitionSystem& system, const DocBatch& docs,
                        std::vector<Gold> golds, int width, float density)
-    : pred_(system, docs, BeamOptions{width, density, false}, golds),
-      gold_(system, docs, BeamOptions{width, 0.0f, true}, std::move(golds)),
+    : pred_(system, docs, BeamOptions{width, density, false, false}, golds),
+      gold_(system, docs, BeamOptions{width, 0.0f, true, false}, std::move(golds)),
       violations_(static_cast<std::size_t>(docs.n_docs())),
       finished_(static_cast<std::size_t>(docs.n_docs()), false) {
   if (pred_.golds_.empty() && docs.n_docs() > 0) {

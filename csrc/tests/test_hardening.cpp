@@ -39,3 +39,56 @@ TEST_CASE("finite scores whose running sum overflows are rejected, not an empty 
     REQUIRE(total == Approx(1.0));
   }
 }
+
+namespace {
+
+// Scores from the context tokens, varied enough that the beam keeps
+// distinct paths alive for a while before they die out.
+class HashScorer final : public Scorer {
+ public:
+  explicit HashScorer(int n_classes) : n_classes_(n_classes) {}
+  void score(const std::int32_t* context, std::int64_t n_states, float* scores) override {
+    for (std::int64_t i = 0; i < n_states; ++i) {
+      const std::int32_t* c = context + i * kNumContextFeatures;
+      for (int j = 0; j < n_classes_; ++j) {
+        const auto h = static_cast<std::uint32_t>((c[0] + 7) * 2654435761u) ^
+                       static_cast<std::uint32_t>((c[1] + 3) * 40503u + j * 97u);
+        scores[i * n_classes_ + j] = static_cast<float>(h % 1009) / 100.0f;
+      }
+    }
+  }
+  int n_classes() const override { return n_classes_; }
+
+ private:
+  int n_classes_;
+};
+
+}  // namespace
+
+TEST_CASE("a long document keeps O(length + width) history nodes, with the same parses") {
+  const TransitionSystem t = TransitionSystem::from_labels({11, 22, 33});
+  constexpr int kLength = 100000;
+  constexpr int kWidth = 16;
+  std::vector<std::vector<Parse>> results;
+  std::vector<std::size_t> nodes;
+  for (bool compact : {true, false}) {
+    BeamOptions options{kWidth, 0.0f};
+    options.compact_history = compact;
+    BeamBatch beam(t, DocBatch(std::vector<TokenInfo>(kLength), {kLength}), options);
+    HashScorer scorer(t.n_actions());
+    beam.run(scorer);
+    nodes.push_back(beam.history_nodes(0));
+    results.push_back(beam.parses(0));
+  }
+  // Uncompacted: every expansion's node, about width * length of them.
+  CHECK(nodes[1] >= static_cast<std::size_t>(kWidth - 1) * kLength);
+  // Compacted: the surviving paths, plus at most one doubling since the
+  // last compaction.
+  CHECK(nodes[0] <= 3 * static_cast<std::size_t>(kLength));
+  REQUIRE(results[0].size() == results[1].size());
+  for (std::size_t i = 0; i < results[0].size(); ++i) {
+    CHECK(results[0][i].score == results[1][i].score);
+    CHECK(results[0][i].history == results[1][i].history);
+    CHECK(results[0][i].entities == results[1][i].entities);
+  }
+}

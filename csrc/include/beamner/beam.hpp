@@ -24,6 +24,10 @@ struct BeamOptions {
   float density = 0.0f;
   /// Gold-constrained search: only the lowest-cost valid actions (needs golds).
   bool follow_gold = false;
+  /// Reclaim history nodes that no state in the beam can reach any more, so
+  /// a long document keeps O(length + width) nodes, not O(length * width).
+  /// BeamUpdate turns it off: it keeps node ids from earlier steps.
+  bool compact_history = true;
 };
 
 /// One finished parse of a document.
@@ -70,6 +74,8 @@ class BeamBatch {
   std::vector<Parse> parses(int doc) const;
   /// Probability of each (start, end, label) summed over the parses that hold it.
   std::vector<std::pair<Entity, double>> entity_probabilities(int doc) const;
+  /// History nodes the document's beam holds now (memory diagnostics).
+  std::size_t history_nodes(int doc) const;
 
  private:
   struct Slot {
@@ -89,6 +95,7 @@ class BeamBatch {
     std::vector<Slot> slots;
     std::vector<Slot> next;
     std::vector<HistoryNode> history;
+    std::size_t compact_at = 0;  ///< Compact the history when it reaches this size.
     int t = 0;
     bool done = false;
   };
@@ -102,6 +109,7 @@ class BeamBatch {
   void compute_valid(std::uint8_t* valid, float* costs) const;
   void expand(int doc, const float* rows, const std::uint8_t* valid, const float* costs);
   std::vector<std::int32_t> history_of(const DocBeam& beam, std::int32_t node) const;
+  void compact_history(DocBeam& beam);
 
   friend class BeamUpdate;  // training reads the beams' slots and histories
 
@@ -114,6 +122,7 @@ class BeamBatch {
   std::vector<std::uint8_t> valid_;
   std::vector<float> costs_;
   std::vector<std::int64_t> row_of_slot_;
+  std::vector<std::int32_t> new_index_;
   int steps_ = 0;
 };
 
