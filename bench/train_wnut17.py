@@ -2,10 +2,10 @@
 WNUT-17 with the same config, seed and steps; report training speed, F1 on
 dev and test, and the calibration of beam entity probabilities on test.
 
-    python bench/train_wnut17.py [--max-steps 600] [--output training/compare]
+    python bench/train_wnut17.py [--max-steps 2000] [--seeds 0 1 2] [--output training/compare]
 
-Writes ``<output>/compare.json``. Uses configs/wnut17_beamner.cfg, changing
-only the factory.
+Writes ``<output>/compare.json`` (per seed, and mean/std over seeds). Uses
+configs/wnut17_beamner.cfg, changing only the factory and the seed.
 """
 
 from __future__ import annotations
@@ -72,55 +72,96 @@ def evaluate(nlp: spacy.Language, path: Path, width: int = 16) -> dict[str, obje
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--max-steps", type=int, default=600)
+    parser.add_argument("--max-steps", type=int, default=2000)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--output", type=Path, default=ROOT / "training" / "compare")
     args = parser.parse_args()
-    results = {}
-    for name, factory in FACTORIES.items():
-        out = args.output / factory
-        overrides = {
-            "components.ner.factory": factory,
-            "training.max_steps": args.max_steps,
-            "training.eval_frequency": args.max_steps,
-            "paths.train": str(DATA / "wnut17train.conll"),
-            "paths.dev": str(DATA / "emerging.dev.conll"),
-        }
-        if factory == "ner":
-            overrides.update({"components.ner.beam_width": None})
-        config = ROOT / "configs" / "wnut17_beamner.cfg"
-        cfg = spacy.util.load_config(
-            config, overrides={k: v for k, v in overrides.items() if v is not None}
-        )
-        if factory != "beamner_ner":
-            for key in ("spans_key", "span_threshold", "fused"):
-                cfg["components"]["ner"].pop(key, None)
-        if factory == "ner":
-            for key in ("beam_width", "beam_density", "beam_update_prob"):
-                cfg["components"]["ner"].pop(key, None)
-        out.mkdir(parents=True, exist_ok=True)
-        cfg.to_disk(out / "config.cfg")
-        start = time.perf_counter()
-        train(out / "config.cfg", out, use_gpu=-1)
-        seconds = time.perf_counter() - start
-        nlp = beamner.accelerate(spacy.load(out / "model-last"))
-        results[name] = {
-            "train_seconds": seconds,
-            "dev": evaluate(nlp, DATA / "emerging.dev.conll"),
-            "test": evaluate(nlp, DATA / "emerging.test.annotated"),
-        }
+    runs: dict[str, dict[str, object]] = {}
+    for seed in args.seeds:
+        for name, factory in FACTORIES.items():
+            key = f"{name} seed {seed}"
+            runs[key] = train_one(factory, seed, args.max_steps, args.output / f"{factory}-{seed}")
+            r = runs[key]
+            print(
+                key,
+                f"train {r['train_seconds']:.0f}s dev F1 {r['dev']['f1']:.3f} "  # type: ignore[index]
+                f"test F1 {r['test']['f1']:.3f} "  # type: ignore[index]
+                f"test ECE {r['test']['calibration']['ece']:.4f}",  # type: ignore[index]
+                flush=True,
+            )
+            summary = summarize(runs, args.seeds)
+            args.output.mkdir(parents=True, exist_ok=True)
+            (args.output / "compare.json").write_text(
+                json.dumps(
+                    {"max_steps": args.max_steps, "summary": summary, "runs": runs}, indent=2
+                )
+            )
+    for name, row in summarize(runs, args.seeds).items():
         print(
-            name,
-            json.dumps(
-                {k: (v if k == "train_seconds" else v["f1"]) for k, v in results[name].items()}
-            ),
+            f"{name:16s} "
+            + "  ".join(f"{k} {v['mean']:.3f}±{v['std']:.3f}" for k, v in row.items())
         )
-    (args.output / "compare.json").write_text(json.dumps(results, indent=2))
-    for name, r in results.items():
-        print(
-            f"{name:16s} train {r['train_seconds']:6.0f}s  dev F1 {r['dev']['f1']:.3f}  "
-            f"test F1 {r['test']['f1']:.3f}  test ECE {r['test']['calibration']['ece']:.3f}  "
-            f"Brier {r['test']['calibration']['brier']:.3f}"
-        )
+
+
+def summarize(
+    runs: dict[str, dict[str, object]], seeds: list[int]
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Mean and standard deviation over the seeds that have finished."""
+    fields = {
+        "train_seconds": lambda r: r["train_seconds"],
+        "dev_f1": lambda r: r["dev"]["f1"],
+        "test_f1": lambda r: r["test"]["f1"],
+        "test_ece": lambda r: r["test"]["calibration"]["ece"],
+        "test_brier": lambda r: r["test"]["calibration"]["brier"],
+    }
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for name in FACTORIES:
+        done = [runs[f"{name} seed {s}"] for s in seeds if f"{name} seed {s}" in runs]
+        if done:
+            out[name] = {}
+            for field, get in fields.items():
+                values = numpy.asarray([get(r) for r in done], dtype=float)
+                out[name][field] = {
+                    "mean": float(values.mean()),
+                    "std": float(values.std()),
+                    "n": len(values),
+                }
+    return out
+
+
+def train_one(factory: str, seed: int, max_steps: int, out: Path) -> dict[str, object]:
+    overrides = {
+        "components.ner.factory": factory,
+        "system.seed": seed,
+        "training.max_steps": max_steps,
+        "training.eval_frequency": max_steps,
+        "paths.train": str(DATA / "wnut17train.conll"),
+        "paths.dev": str(DATA / "emerging.dev.conll"),
+    }
+    if factory == "ner":
+        overrides.update({"components.ner.beam_width": None})
+    config = ROOT / "configs" / "wnut17_beamner.cfg"
+    cfg = spacy.util.load_config(
+        config, overrides={k: v for k, v in overrides.items() if v is not None}
+    )
+    if factory != "beamner_ner":
+        for key in ("spans_key", "span_threshold", "fused"):
+            cfg["components"]["ner"].pop(key, None)
+    if factory == "ner":
+        for key in ("beam_width", "beam_density", "beam_update_prob"):
+            cfg["components"]["ner"].pop(key, None)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.to_disk(out / "config.cfg")
+    start = time.perf_counter()
+    train(out / "config.cfg", out, use_gpu=-1)
+    seconds = time.perf_counter() - start
+    nlp = beamner.accelerate(spacy.load(out / "model-last"))
+    return {
+        "seed": seed,
+        "train_seconds": seconds,
+        "dev": evaluate(nlp, DATA / "emerging.dev.conll"),
+        "test": evaluate(nlp, DATA / "emerging.test.annotated"),
+    }
 
 
 if __name__ == "__main__":
