@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -23,6 +24,19 @@ constexpr std::size_t kMinCompactNodes = 1 << 14;
 // highest score first, ties broken by the larger (slot * n_class + class).
 inline bool ranks_before(float score_a, std::uint64_t id_a, float score_b, std::uint64_t id_b) {
   return score_b < score_a || (!(score_a < score_b) && id_b < id_a);
+}
+
+// isfinite on the bits, so that loops over whole score matrices vectorise.
+inline bool is_finite(float x) {
+  std::uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  return (bits & 0x7f800000u) != 0x7f800000u;
+}
+
+bool all_finite(const float* xs, std::int64_t n) {
+  unsigned bad = 0;
+  for (std::int64_t i = 0; i < n; ++i) bad |= static_cast<unsigned>(!is_finite(xs[i]));
+  return bad == 0;
 }
 
 // A history's hash, extended by one action (splitmix64 finaliser).
@@ -174,12 +188,12 @@ void BeamBatch::advance(const float* scores, std::int64_t n_rows, std::int64_t n
   }
   if (expected_rows == 0) return;
   const std::int64_t n_cells = n_rows * n_cols;
-  for (std::int64_t i = 0; i < n_cells; ++i) {
-    if (!std::isfinite(scores[i])) {
-      throw std::invalid_argument("score at row " + std::to_string(i / n_cols) + ", column " +
-                                  std::to_string(i % n_cols) + " is " + std::to_string(scores[i]) +
-                                  "; scores must be finite");
-    }
+  if (!all_finite(scores, n_cells)) {
+    std::int64_t i = 0;
+    while (std::isfinite(scores[i])) ++i;
+    throw std::invalid_argument("score at row " + std::to_string(i / n_cols) + ", column " +
+                                std::to_string(i % n_cols) + " is " + std::to_string(scores[i]) +
+                                "; scores must be finite");
   }
   const std::size_t n_valid_cells = static_cast<std::size_t>(n_cells);
   valid_.resize(n_valid_cells);
@@ -208,12 +222,18 @@ void BeamBatch::advance(const float* scores, std::int64_t n_rows, std::int64_t n
         pos = slot.state.pos;
         const std::uint8_t* valid = valid_.data() + row * width;
         const float* r = scores + row * width;
+        // A finite score can still overflow the float32 running sum; an
+        // infinite beam score would turn the softmax and the ordering into NaN.
+        // Checked without branches first (the common case), then located.
+        unsigned n_valid = 0;
+        unsigned overflows = 0;
         for (std::size_t j = 0; j < width; ++j) {
-          if (!valid[j]) continue;
-          any = true;
-          // A finite score can still overflow the float32 running sum; an
-          // infinite beam score would turn the softmax and the ordering into NaN.
-          if (!std::isfinite(slot.score + r[j])) {
+          n_valid += valid[j];
+          overflows |= valid[j] & static_cast<unsigned>(!is_finite(slot.score + r[j]));
+        }
+        any = any || n_valid > 0;
+        for (std::size_t j = 0; overflows != 0 && j < width; ++j) {
+          if (valid[j] && !std::isfinite(slot.score + r[j])) {
             throw std::invalid_argument("score at row " + std::to_string(row) + ", column " +
                                         std::to_string(j) + " (" + std::to_string(r[j]) +
                                         ") overflows the beam score " + std::to_string(slot.score) +
@@ -250,7 +270,10 @@ void BeamBatch::expand(int doc, const float* rows, const std::uint8_t* valid, co
   const auto n_class = static_cast<std::uint64_t>(n_actions());
   // Beam._fill: one candidate per finished state (with the path-average
   // bonus of TACL '13), one per valid action of the others.
-  candidates_.clear();
+  // Written without branches on validity (every cell is stored, the count
+  // advances only for valid ones): the valid pattern is unpredictable.
+  candidates_.resize(beam.slots.size() * n_class);
+  std::size_t n_candidates = 0;
   row_of_slot_.assign(beam.slots.size(), -1);
   std::int64_t row = 0;
   for (std::size_t i = 0; i < beam.slots.size(); ++i) {
@@ -259,30 +282,37 @@ void BeamBatch::expand(int doc, const float* rows, const std::uint8_t* valid, co
     if (slot.done) {
       const float s = slot.score;
       const float bonus_score = slot.node >= 0 ? s + s / static_cast<float>(beam.t) : s;
-      candidates_.push_back({bonus_score, base});
+      candidates_[n_candidates++] = {bonus_score, base};
       continue;
     }
     row_of_slot_[i] = row;
     const float* r = rows + row * static_cast<std::int64_t>(n_class);
     const std::uint8_t* v = valid + row * static_cast<std::int64_t>(n_class);
+    Candidate* out = candidates_.data();
     for (std::uint64_t j = 0; j < n_class; ++j) {
-      if (v[j]) candidates_.push_back({slot.score + r[j], base + j});
+      out[n_candidates] = {slot.score + r[j], base + j};
+      n_candidates += v[j] != 0;
     }
     ++row;
   }
+  candidates_.resize(n_candidates);
   if (options_.density != 0.0f && !candidates_.empty()) {
     // Softmax over all candidates in double; keep prob >= density / Z.
     double max_ = candidates_[0].score;
     for (const Candidate& c : candidates_) {
       if (c.score > max_) max_ = c.score;
     }
+    exps_.resize(candidates_.size());
     double Z = 0.0;
-    for (const Candidate& c : candidates_) Z += std::exp(c.score - max_);
+    for (std::size_t i = 0; i < candidates_.size(); ++i) {
+      exps_[i] = std::exp(candidates_[i].score - max_);
+      Z += exps_[i];
+    }
     const double cutoff = (1.0 / Z) * static_cast<double>(options_.density);
     std::size_t kept = 0;
-    for (const Candidate& c : candidates_) {
-      const double prob = std::exp(c.score - max_) / Z;
-      if (prob >= cutoff) candidates_[kept++] = c;
+    for (std::size_t i = 0; i < candidates_.size(); ++i) {
+      candidates_[kept] = candidates_[i];
+      kept += exps_[i] / Z >= cutoff;
     }
     candidates_.resize(kept);
   }

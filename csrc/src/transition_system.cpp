@@ -2,6 +2,8 @@
 // ner.pyx (classes Begin, In, Last, Unit, Out) so that every branch keeps its
 // reason. `B_(i)` there reads an all-zero token past the buffer end; `token_at`
 // does the same here.
+#include <algorithm>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -192,6 +194,35 @@ TransitionSystem::TransitionSystem(std::vector<Action> actions) : actions_(std::
       }
     }
   }
+  unlabelled_.fill(-1);
+  for (auto& mask : labelled_) mask.assign(actions_.size(), 0);
+  for (std::size_t i = 0; i < actions_.size(); ++i) {
+    const Action& a = actions_[i];
+    const auto move = static_cast<std::size_t>(a.move);
+    if (a.label == 0) {
+      unlabelled_[move] = static_cast<int>(i);
+      continue;
+    }
+    labelled_[move][i] = 1;
+    auto it =
+        std::lower_bound(by_label_.begin(), by_label_.end(), a.label,
+                         [](const auto& entry, label_t label) { return entry.first < label; });
+    if (it == by_label_.end() || it->first != a.label) {
+      std::array<int, kNumMoves> none;
+      none.fill(-1);
+      it = by_label_.insert(it, {a.label, none});
+    }
+    it->second[move] = static_cast<int>(i);
+  }
+}
+
+int TransitionSystem::class_of(Move move, label_t label) const {
+  if (label == 0) return unlabelled_[static_cast<std::size_t>(move)];
+  const auto it =
+      std::lower_bound(by_label_.begin(), by_label_.end(), label,
+                       [](const auto& entry, label_t value) { return entry.first < value; });
+  return it != by_label_.end() && it->first == label ? it->second[static_cast<std::size_t>(move)]
+                                                     : -1;
 }
 
 TransitionSystem TransitionSystem::from_labels(const std::vector<label_t>& labels) {
@@ -236,9 +267,90 @@ bool TransitionSystem::is_valid(const State& state, const TokenInfo* tokens, int
   return false;
 }
 
+namespace {
+
+// What the *_is_valid functions above decide for one state, label by label:
+// each depends on the label only through label == 0, label == the preset
+// entity's type, or label == the open entity's label. So one rule per move
+// answers for the whole table at once.
+struct MoveRule {
+  bool unlabelled = false;  ///< Valid with label 0 (blocked-token U, and O).
+  bool any_label = false;   ///< Valid with every non-zero label.
+  bool one_label = false;   ///< Valid with `label` only (when non-zero).
+  label_t label = 0;
+};
+
+MoveRule only(label_t label) { return {false, false, true, label}; }
+MoveRule any_label() { return {false, true, false, 0}; }
+
+MoveRule begin_rule(const State& st, const TokenInfo& b0, const TokenInfo& b1) {
+  if (st.entity_is_open() || st.buffer_length() < 2 || b0.ent_iob == 1) return {};
+  if (b0.ent_iob == 3) return b1.ent_iob == 1 ? only(b0.ent_type) : MoveRule{};
+  if (b1.ent_iob == 3 || b1.sent_start == 1 || b0.is_space) return {};
+  return any_label();
+}
+
+MoveRule in_rule(const State& st, const TokenInfo& b0, const TokenInfo& b1) {
+  if (!st.entity_is_open() || st.buffer_length() < 2) return {};
+  if (b0.ent_iob == 3 || b1.ent_iob == 3) return {};
+  if (b0.ent_iob == 1) {
+    if (b1.ent_iob == 0 || b1.ent_iob == 2) return {};
+    return st.ent_label == b0.ent_type ? only(st.ent_label) : MoveRule{};
+  }
+  if (st.B(1) != -1 && b1.sent_start == 1) return {};
+  return only(st.ent_label);
+}
+
+MoveRule last_rule(const State& st, const TokenInfo& b0, const TokenInfo& b1) {
+  if (!st.entity_is_open()) return {};
+  if (b0.ent_iob == 1 && b1.ent_iob != 1) return only(b0.ent_type);
+  if (b1.ent_iob == 1) return {};
+  return only(st.ent_label);
+}
+
+MoveRule unit_rule(const State& st, const TokenInfo& b0, const TokenInfo& b1) {
+  MoveRule rule;
+  if (!st.entity_is_open() && b1.ent_iob != 1) {
+    if (b0.ent_iob == 3) {
+      rule = only(b0.ent_type);
+    } else if (!b0.is_space) {
+      rule = any_label();
+    }
+  }
+  rule.unlabelled = b0.ent_type == 0 && b0.ent_iob == 3;  // blocked token
+  return rule;
+}
+
+}  // namespace
+
 void TransitionSystem::set_valid(const State& state, const TokenInfo* tokens,
                                  std::uint8_t* is_valid) const {
-  for (int i = 0; i < n_actions(); ++i) is_valid[i] = this->is_valid(state, tokens, i) ? 1 : 0;
+  const TokenInfo& b0 = token_at(state, tokens, 0);
+  const TokenInfo& b1 = token_at(state, tokens, 1);
+  MoveRule rules[kNumMoves];
+  rules[static_cast<int>(Move::Begin)] = begin_rule(state, b0, b1);
+  rules[static_cast<int>(Move::In)] = in_rule(state, b0, b1);
+  rules[static_cast<int>(Move::Last)] = last_rule(state, b0, b1);
+  rules[static_cast<int>(Move::Unit)] = unit_rule(state, b0, b1);
+  rules[static_cast<int>(Move::Out)].unlabelled = out_is_valid(state, tokens);
+  // Per move: all its labelled classes, or the one with the rule's label,
+  // and the unlabelled class (label 0 never counts as "the" label).
+  const std::size_t n = actions_.size();
+  std::memset(is_valid, 0, n);
+  for (int move = static_cast<int>(Move::Begin); move <= static_cast<int>(Move::Out); ++move) {
+    const MoveRule& r = rules[move];
+    if (r.any_label) {
+      const std::uint8_t* mask = labelled_[static_cast<std::size_t>(move)].data();
+      for (std::size_t i = 0; i < n; ++i) is_valid[i] |= mask[i];
+    } else if (r.one_label && r.label != 0) {
+      const int c = class_of(static_cast<Move>(move), r.label);
+      if (c >= 0) is_valid[c] = 1;
+    }
+    if (r.unlabelled) {
+      const int c = unlabelled_[static_cast<std::size_t>(move)];
+      if (c >= 0) is_valid[c] = 1;
+    }
+  }
 }
 
 void TransitionSystem::apply(State& state, int clas) const {

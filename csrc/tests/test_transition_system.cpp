@@ -137,3 +137,39 @@ TEST_CASE("entities replay spaCy's entity list from a history") {
   CHECK(ents[0] == Entity{0, 1, PER});
   CHECK(ents[1] == Entity{2, 4, LOC});
 }
+
+TEST_CASE("set_valid's per-move rules agree with is_valid action by action") {
+  // set_valid decides a whole row from one rule per move; is_valid keeps
+  // spaCy's per-action functions. Random tokens and states, every branch.
+  const TransitionSystem t = TransitionSystem::from_labels({PER, LOC, 33});
+  const label_t types[] = {0, PER, LOC, 33, 99};
+  std::uint64_t seed = 0x243f6a8885a308d3ULL;
+  const auto next = [&seed](std::uint64_t n) {
+    seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (seed >> 33) % n;
+  };
+  std::vector<std::uint8_t> row(static_cast<std::size_t>(t.n_actions()));
+  int n_valid = 0;
+  for (int trial = 0; trial < 200000; ++trial) {
+    const int n = 1 + static_cast<int>(next(4));
+    std::vector<TokenInfo> tokens(static_cast<std::size_t>(n));
+    for (TokenInfo& tok : tokens) {
+      tok.ent_iob = static_cast<std::int8_t>(next(4));
+      tok.ent_type = types[next(5)];
+      tok.sent_start = static_cast<std::int8_t>(static_cast<int>(next(3)) - 1);
+      tok.is_space = next(4) == 0;
+    }
+    State s = State::initial(n);
+    s.pos = static_cast<std::int32_t>(next(static_cast<std::uint64_t>(n)));
+    if (s.pos > 0 && next(2) == 0) {
+      s.ent_start = static_cast<std::int32_t>(next(static_cast<std::uint64_t>(s.pos)));
+      s.ent_label = types[next(5)];
+    }
+    t.set_valid(s, tokens.data(), row.data());
+    for (int c = 0; c < t.n_actions(); ++c) {
+      REQUIRE(row[static_cast<std::size_t>(c)] == (t.is_valid(s, tokens.data(), c) ? 1 : 0));
+      n_valid += row[static_cast<std::size_t>(c)];
+    }
+  }
+  CHECK(n_valid > 100000);
+}

@@ -119,6 +119,7 @@ class BeamBatch {
   std::vector<Gold> golds_;
   std::vector<DocBeam> beams_;
   std::vector<Candidate> candidates_;
+  std::vector<double> exps_;  ///< exp(score - max) of each candidate (density clipping).
   std::vector<std::uint8_t> valid_;
   std::vector<float> costs_;
   std::vector<std::int64_t> row_of_slot_;

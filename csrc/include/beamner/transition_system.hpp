@@ -2,7 +2,9 @@
 // dynamic-oracle costs (BiluoPushDown in spacy/pipeline/_parser_internals/ner.pyx).
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "beamner/doc.hpp"
@@ -47,7 +49,15 @@ class TransitionSystem {
                                std::int32_t length) const;
 
  private:
+  /// Class of (move, label), -1 if the table lacks it.
+  int class_of(Move move, label_t label) const;
+
   std::vector<Action> actions_;
+  // Lookups behind set_valid, which decides a row move by move.
+  std::array<std::vector<std::uint8_t>, kNumMoves>
+      labelled_;                             ///< Per move: 1 for its labelled classes.
+  std::array<int, kNumMoves> unlabelled_{};  ///< Per move: class with label 0, or -1.
+  std::vector<std::pair<label_t, std::array<int, kNumMoves>>> by_label_;  ///< Sorted by label.
 };
 
 }  // namespace beamner
