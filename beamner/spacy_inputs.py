@@ -12,7 +12,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy
-from spacy.attrs import ENT_IOB, ENT_TYPE, IS_SPACE, SENT_START
+from numpy.typing import NDArray
+from spacy.attrs import ENT_IOB, ENT_TYPE, IS_SPACE, LENGTH, ORTH, SENT_START
 from spacy.strings import get_string_id
 from spacy.tokens import Doc
 from spacy.training import Example
@@ -79,14 +80,18 @@ def gold(example: Example, neg_key: str | None = None) -> Gold:
     """The oracle's view of an Example, as spaCy's ``create_gold_state`` builds it:
     one action per predicted token (aligned gold BILUO tags, missing where
     unannotated) and the negative spans under ``neg_key``."""
-    _, tags = example.get_aligned_ents_and_ner()
-    move_ids = numpy.empty(len(tags), dtype=numpy.uint8)
-    labels = numpy.zeros(len(tags), dtype=numpy.uint64)
-    for i, tag in enumerate(tags):
-        if tag is None or tag in ("", "-"):
-            move_ids[i] = MISSING
-        else:
-            move_ids[i], labels[i] = split_move_name(tag)
+    aligned = _same_tokens_tags(example)
+    if aligned is not None:
+        move_ids, labels = aligned
+    else:
+        _, tags = example.get_aligned_ents_and_ner()
+        move_ids = numpy.empty(len(tags), dtype=numpy.uint8)
+        labels = numpy.zeros(len(tags), dtype=numpy.uint64)
+        for i, tag in enumerate(tags):
+            if tag is None or tag in ("", "-"):
+                move_ids[i] = MISSING
+            else:
+                move_ids[i], labels[i] = split_move_name(tag)
     negatives = numpy.zeros((0, 2), dtype=numpy.int32)
     negative_labels = numpy.zeros(0, dtype=numpy.uint64)
     if neg_key is not None:
@@ -103,6 +108,42 @@ def gold(example: Example, neg_key: str | None = None) -> Gold:
         negatives = numpy.array([[s.start, s.end] for s in negs], dtype=numpy.int32).reshape(-1, 2)
         negative_labels = numpy.array([s.label for s in negs], dtype=numpy.uint64)
     return Gold(move_ids, labels, negatives, negative_labels)
+
+
+def _same_tokens_tags(
+    example: Example,
+) -> tuple[NDArray[numpy.uint8], NDArray[numpy.uint64]] | None:
+    """``get_aligned_ents_and_ner``'s tags as arrays, when the predicted and
+    reference docs have the same words (the usual training case), without
+    building a Python string per token; None otherwise (then spaCy's own
+    alignment decides). With the same words, spaCy's alignment is the
+    identity, every reference entity maps to itself, and a token outside the
+    entities is O where the reference says O or the token is whitespace,
+    missing elsewhere."""
+    x, y = example.x, example.y
+    if len(x) != len(y) or not y.has_annotation("ENT_IOB"):
+        return None
+    x_arr = x.to_array([ORTH, LENGTH, IS_SPACE])
+    y_arr = y.to_array([ORTH, ENT_IOB])
+    # Zero-length tokens and unlabelled entities take other branches in spaCy.
+    if not numpy.array_equal(x_arr[:, 0], y_arr[:, 0]) or not x_arr[:, 1].all():
+        return None
+    ents = [(e.start, e.end, e.label) for e in y.ents]
+    if any(label == 0 for _, _, label in ents):
+        return None
+    n = len(x)
+    move_ids = numpy.full(n, MISSING, dtype=numpy.uint8)
+    move_ids[(y_arr[:, 1] == 2) | (x_arr[:, 2] != 0)] = OUT
+    labels = numpy.zeros(n, dtype=numpy.uint64)
+    for start, end, label in ents:
+        labels[start:end] = label
+        if end - start == 1:
+            move_ids[start] = UNIT
+        else:
+            move_ids[start] = BEGIN
+            move_ids[start + 1 : end - 1] = IN
+            move_ids[end - 1] = LAST
+    return move_ids, labels
 
 
 def golds(examples: Iterable[Example], neg_key: str | None = None) -> list[Gold]:

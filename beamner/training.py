@@ -74,7 +74,8 @@ class BatchedStepModel:
         # input whatever the pipeline's dropout setting; so is this.
         self.dropout_rate = 0.1
         self.tokvecs, self.bp_tokvecs = tok2vec(docs, is_train=True)
-        self.features, self.bp_lower = lower(self.tokvecs, is_train=True)
+        self.lower = lower
+        self.features, _ = lower(self.tokvecs, is_train=True)
         self.n_pieces = self.features.shape[3]
         self.bias = lower.get_param("b")
         n_classes = upper.get_dim("nO") if self.has_upper else self.features.shape[2]
@@ -133,12 +134,43 @@ class BatchedStepModel:
             else:
                 d = (d * which).reshape((*d.shape, 1))
             ids = numpy.concatenate(self._ids[:n_steps])
-            d_features = self.bp_lower((d, ids))
-            flat = ids.flatten()
-            self.ops.scatter_add(
-                d_tokvecs, flat, d_features.reshape((flat.size, d_features.shape[2]))
-            )
+            self._backprop_lower(d, ids, d_tokvecs)
         self.bp_tokvecs(d_tokvecs[:-1])
+
+    def _backprop_lower(
+        self, d: NDArray[numpy.float32], ids: NDArray[numpy.int32], d_tokvecs: Any
+    ) -> None:
+        """spaCy's PrecomputableAffine backward, summed per token first.
+
+        A state's hidden input is the sum of its features' precomputed rows,
+        so the gradient of a row is the sum of the gradients of the states
+        that read it. Summing those first (scatter-add) turns the weight and
+        input GEMMs from one row per state per step into one row per token.
+        Same quantities as spaCy's backward, including its quirks: padding
+        features (id -1) feed the ``pad`` gradient, and the weight gradient
+        with the last token's vector (``X[-1]``); their input gradient lands
+        in the spare last row of ``d_tokvecs``, which is dropped.
+        """
+        lower = self.lower
+        n_tokens, n_in = self.tokvecs.shape
+        n_feats = ids.shape[1]
+        n_out = d.shape[1] * d.shape[2]
+        W = lower.get_param("W")  # (nF, nO, nP, nI)
+        d_rows = numpy.ascontiguousarray(d.reshape((d.shape[0], n_out)), dtype="f")
+        # Per feature, the row each state reads (padding -> row n_tokens);
+        # int32 and contiguous, or thinc's scatter_add falls back to numpy.add.at.
+        row_of = numpy.ascontiguousarray(numpy.where(ids < 0, n_tokens, ids).T, dtype="i")
+        d_table = self.ops.alloc((n_feats, n_tokens + 1, n_out))
+        for f in range(n_feats):
+            self.ops.scatter_add(d_table[f], row_of[f], d_rows)
+        lower.inc_grad("pad", d_table[:, n_tokens].reshape((1, n_feats, *d.shape[1:])))
+        lower.inc_grad("b", d.sum(axis=0))
+        X = numpy.concatenate([self.tokvecs, self.tokvecs[-1:]])  # padding reads X[-1]
+        dW = numpy.stack([self.ops.gemm(d_table[f], X, trans1=True) for f in range(n_feats)])
+        lower.inc_grad("W", dW.reshape(W.shape))
+        # d_tokvecs[t] += sum_f d_table[f, t] @ W[f], one GEMM over (f, out).
+        d_by_token = d_table.transpose((1, 0, 2)).reshape((n_tokens + 1, n_feats * n_out))
+        d_tokvecs += self.ops.gemm(d_by_token, W.reshape((n_feats * n_out, n_in)))
 
 
 def update_beam(

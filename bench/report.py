@@ -61,6 +61,13 @@ TARGETS: list[tuple[str, tuple[str, str], tuple[str, str], str, float]] = [
         20.0,
     ),
     (
+        "beam training width 16, density 0.01",
+        ("beam training w16 d0.01", "spacy"),
+        ("beam training w16 d0.01", "beamner"),
+        "speedup",
+        3.0,
+    ),
+    (
         "NER component width 16 vs spaCy greedy",
         ("ner component greedy", "spacy"),
         ("ner component w16 d0.0001", "beamner"),

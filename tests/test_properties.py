@@ -7,8 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import spacy
+from conftest import DATA
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from spacy.tokens import Doc
+from spacy.training import Example
 from spacy_reference import (
     make_moves,
     random_doc,
@@ -20,6 +23,8 @@ from spacy_reference import (
 )
 
 import beamner
+from beamner.data import conll_to_docs, read_conll
+from beamner.spacy_inputs import _same_tokens_tags, split_move_name
 
 LABELS = ["PER", "LOC", "ORG", "creative-work"]
 NEG_KEY = "incorrect"
@@ -157,3 +162,54 @@ def test_table_follows_spacy_class_order(order: str) -> None:
         for m, label in zip(system.moves, system.labels)
     ]
     assert rebuilt == names
+
+
+def _spacy_gold_arrays(example: Example) -> tuple[np.ndarray, np.ndarray]:
+    """spaCy's aligned BILUO tags as beamner's (move, label) arrays."""
+    _, tags = example.get_aligned_ents_and_ner()
+    moves = np.zeros(len(tags), dtype=np.uint8)
+    labels = np.zeros(len(tags), dtype=np.uint64)
+    for i, tag in enumerate(tags):
+        if tag not in (None, "", "-"):
+            moves[i], labels[i] = split_move_name(tag)
+    return moves, labels
+
+
+@SETTINGS
+@given(seed=seeds, n_tokens=st.integers(0, 30))
+def test_gold_fast_path_equals_spacy_alignment(seed: int, n_tokens: int) -> None:
+    """Same words: beamner reads the gold tags from arrays; they must be the
+    tags spaCy's get_aligned_ents_and_ner gives (entities on whitespace,
+    missing runs, blocked tokens, O)."""
+    rng = np.random.default_rng(seed)
+    doc = random_doc(VOCAB, rng, n_tokens, LABELS)
+    example = random_gold_example(doc, rng, LABELS)
+    fast = _same_tokens_tags(example)
+    assert fast is not None or not example.y.has_annotation("ENT_IOB")
+    if fast is not None:
+        expected = _spacy_gold_arrays(example)
+        np.testing.assert_array_equal(fast[0], expected[0])
+        np.testing.assert_array_equal(fast[1], expected[1])
+
+
+def test_gold_fast_path_on_wnut17_and_fallback_on_other_tokens() -> None:
+    nlp = spacy.blank("en")
+    sentences = read_conll(DATA / "wnut17" / "wnut17train.conll")[:800]
+    predicted = conll_to_docs(nlp, sentences, with_ents=False)
+    reference = conll_to_docs(nlp, sentences, with_ents=True)
+    n_ents = 0
+    for x, y in zip(predicted, reference):
+        example = Example(x, y)
+        fast = _same_tokens_tags(example)
+        assert fast is not None
+        expected = _spacy_gold_arrays(example)
+        np.testing.assert_array_equal(fast[0], expected[0])
+        np.testing.assert_array_equal(fast[1], expected[1])
+        n_ents += len(y.ents)
+    assert n_ents > 50
+    # Different tokenization: spaCy's alignment decides, and gold() agrees with it.
+    y = Doc(nlp.vocab, words=["New", "York", "rocks"], ents=["B-LOC", "I-LOC", "O"])
+    example = Example(Doc(nlp.vocab, words=["New York", "rocks"]), y)
+    assert _same_tokens_tags(example) is None
+    assert [tag for tag in example.get_aligned_ner()] == ["U-LOC", "O"]
+    assert beamner.gold(example).n_tokens == 2
