@@ -87,3 +87,28 @@ def test_long_document_with_compacted_history_matches_spacy(nlp_sm, real_texts, 
     parses = batch.parses(0)
     assert [list(h) for h in beam.histories[: len(beam)]] == [p.history.tolist() for p in parses]
     assert list(beam.scores) == [p.score for p in parses]
+
+
+def test_fused_upper_gemm_kernel_gives_blis_bits(nlp_sm, real_docs):  # type: ignore[no-untyped-def]
+    """The fused search may compute the upper layer with beamner's own kernel,
+    which it picks only where a probe shows blis' bits on this CPU (blis runs
+    an FMA kernel on CPUs it recognises); the beams equal those scored through
+    spaCy's step model (blis itself) bit for bit either way."""
+    from beamner._core import upper_gemm_kernel
+    from beamner.model import precompute
+
+    ner = nlp_sm.get_pipe("ner")
+    upper_W = precompute(ner, real_docs[:2]).upper_W
+    assert upper_W is not None
+    kernel = upper_gemm_kernel(upper_W)
+    assert kernel == "blis" or kernel.startswith("sequential-")
+    assert upper_gemm_kernel(upper_W, use_blis=False) == "cblas"
+
+    fused = beamner.beam_search(ner, real_docs, 16, 0.0001, fused=True)
+    step = beamner.beam_search(ner, real_docs, 16, 0.0001, fused=False)
+    for i in range(len(real_docs)):
+        fused_scores, fused_probs, fused_histories = fused.beam_arrays(i)
+        step_scores, step_probs, step_histories = step.beam_arrays(i)
+        assert fused_scores.tobytes() == step_scores.tobytes(), f"doc {i}"
+        assert fused_probs.tobytes() == step_probs.tobytes(), f"doc {i}"
+        assert fused_histories.tolist() == step_histories.tolist(), f"doc {i}"

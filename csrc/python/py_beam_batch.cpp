@@ -1,8 +1,11 @@
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "beamner/beam.hpp"
 #include "common.hpp"
@@ -122,6 +125,27 @@ void run_precomputed(PyBeamBatch& self, const py::handle& features_obj,
   self.batch.run(scorer);
 }
 
+// The GEMM run_precomputed would use for this upper layer: the choice
+// depends only on upper_W and the sgemm, so a scorer over dummy features tells.
+std::string upper_gemm_kernel(const py::handle& upper_W_obj, bool use_blis) {
+  py::array_t<float> upper_W = float_array(upper_W_obj, "upper_W", 2);
+  PrecomputedModel model;
+  model.n_classes = static_cast<int>(upper_W.shape(0));
+  model.nO = static_cast<int>(upper_W.shape(1));
+  model.nF = kNumContextFeatures;
+  model.nP = 1;
+  model.n_rows = 1;
+  const std::vector<float> features(static_cast<std::size_t>(model.nF * model.nO), 0.0f);
+  const std::vector<float> zeros(static_cast<std::size_t>(std::max(model.nO, model.n_classes)),
+                                 0.0f);
+  model.features = features.data();
+  model.lower_bias = zeros.data();
+  model.upper_W = upper_W.data();
+  model.upper_b = zeros.data();
+  if (use_blis) model.sgemm = blis_sgemm();
+  return PrecomputedScorer(model).gemm_name();
+}
+
 py::list parses(PyBeamBatch& self, int doc) {
   Busy busy = busy_lock(self);
   py::list out;
@@ -163,6 +187,10 @@ py::dict entity_probabilities(PyBeamBatch& self, int doc) {
 }  // namespace
 
 void bind_beam_batch(py::module_& m) {
+  m.def("upper_gemm_kernel", &upper_gemm_kernel, py::arg("upper_W"), py::arg("use_blis") = true,
+        "The GEMM BeamBatch.run_precomputed uses for this (n_classes, nO) upper_W: 'blis', "
+        "'cblas', or 'sequential-<isa>' (beamner's kernel, chosen where it gives blis' result "
+        "bit for bit on this CPU).");
   py::class_<Parse>(m, "Parse", "One parse of a document's final beam.")
       .def_readonly("score", &Parse::score)
       .def_readonly("probability", &Parse::probability)

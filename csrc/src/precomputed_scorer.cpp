@@ -6,14 +6,42 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <string>
 
 #include "beamner/scorer.hpp"
 #include "beamner/types.hpp"
+#include "sequential_gemm.hpp"
 
 namespace beamner {
+
+namespace {
+
+// Stand-in hidden activations for the GEMM probe: deterministic, both signs,
+// magnitudes 2^-12..2^12 and some zeros, so that another rounding (an FMA,
+// another summation order) shows in some output.
+std::vector<float> probe_activations(int rows, int k) {
+  std::vector<float> out(static_cast<std::size_t>(rows) * static_cast<std::size_t>(k));
+  std::uint32_t state = 0x9E3779B9u;
+  for (float& x : out) {
+    state ^= state << 13;  // xorshift32
+    state ^= state >> 17;
+    state ^= state << 5;
+    if (state % 8 == 0) {
+      x = 0.0f;
+      continue;
+    }
+    const float mantissa = 1.0f + static_cast<float>(state >> 16) / 65536.0f;
+    const int exponent = static_cast<int>((state >> 4) % 25) - 12;
+    x = std::ldexp((state & 8) != 0 ? -mantissa : mantissa, exponent);
+  }
+  return out;
+}
+
+}  // namespace
 
 PrecomputedScorer::PrecomputedScorer(const PrecomputedModel& model) : model_(model) {
   const auto require = [](bool ok, const std::string& what) {
@@ -36,19 +64,52 @@ PrecomputedScorer::PrecomputedScorer(const PrecomputedModel& model) : model_(mod
     require(model.n_classes == model.nO, "without an upper layer n_classes (" +
                                              std::to_string(model.n_classes) + ") must equal nO (" +
                                              std::to_string(model.nO) + ")");
+    return;
+  }
+  if (model.sgemm == nullptr) {
+    gemm_name_ = "cblas";
+    return;
+  }
+  gemm_name_ = "blis";
+  // blis' result is the reference, and the sequential kernel matches it only
+  // where blis runs its reference microkernel (on CPUs it recognises it uses
+  // FMA kernels) and k fits one k-block: compare both on the real weights.
+  constexpr int kProbeRows = 8;
+  const int n = model.n_classes;
+  const int k = model.nO;
+  const std::vector<float> probe = probe_activations(kProbeRows, k);
+  std::vector<float> expected(static_cast<std::size_t>(kProbeRows) * static_cast<std::size_t>(n));
+  std::vector<float> got(expected.size());
+  model.sgemm(0, 1, kProbeRows, n, k, 1.0f, probe.data(), k, model.upper_W, k, 0.0f,
+              expected.data(), n);
+  const GemmLevel level = supported_gemm_levels().back();
+  std::vector<float> packed = pack_gemm_rhs(model.upper_W, n, k);
+  const SequentialGemmFn kernel = sequential_gemm(level);
+  kernel(probe.data(), kProbeRows, packed.data(), n, k, nullptr, got.data());
+  if (std::memcmp(expected.data(), got.data(), expected.size() * sizeof(float)) == 0) {
+    packed_gemm_ = kernel;
+    packed_upper_W_ = std::move(packed);
+    gemm_name_ = std::string("sequential-") + gemm_level_name(level);
   }
 }
 
 void PrecomputedScorer::score(const std::int32_t* context, std::int64_t n_states, float* scores) {
-  const std::int64_t nF = model_.nF;
+  constexpr std::int64_t nF = kNumContextFeatures;  // the constructor checked model_.nF
   const std::int64_t nO = model_.nO;
   const std::int64_t nP = model_.nP;
   const std::int64_t nC = model_.n_classes;
   const std::int64_t piece_width = nO * nP;
   const std::int64_t max_token = model_.n_rows - 2;
-  unmaxed_.assign(static_cast<std::size_t>(n_states * piece_width), 0.0f);
+  float* hidden = scores;
+  if (model_.upper_W != nullptr) {
+    hidden_.resize(static_cast<std::size_t>(n_states * nO));
+    hidden = hidden_.data();
+  }
+  unmaxed_.resize(static_cast<std::size_t>(piece_width));
+  float* unmaxed = unmaxed_.data();
+  const float* lower_bias = model_.lower_bias;
   for (std::int64_t b = 0; b < n_states; ++b) {
-    float* out = unmaxed_.data() + b * piece_width;
+    const float* feature[nF];
     for (std::int64_t f = 0; f < nF; ++f) {
       const std::int32_t token = context[b * nF + f];
       if (token > max_token || token < -1) {
@@ -56,23 +117,27 @@ void PrecomputedScorer::score(const std::int32_t* context, std::int64_t n_states
                                 " is outside the precomputed features (" +
                                 std::to_string(model_.n_rows - 1) + " tokens)");
       }
-      const float* feature = model_.features + ((token + 1) * nF + f) * piece_width;
-      for (std::int64_t i = 0; i < piece_width; ++i) out[i] += feature[i];
+      feature[f] = model_.features + ((token + 1) * nF + f) * piece_width;
     }
-    for (std::int64_t i = 0; i < piece_width; ++i) out[i] += model_.lower_bias[i];
-  }
-  float* hidden = model_.upper_W == nullptr ? scores : nullptr;
-  if (hidden == nullptr) {
-    hidden_.resize(static_cast<std::size_t>(n_states * nO));
-    hidden = hidden_.data();
-  }
-  for (std::int64_t b = 0; b < n_states; ++b) {
-    const float* in = unmaxed_.data() + b * piece_width;
+    // One state at a time, in spaCy's order: the features into zeros (so
+    // -0.0 sums as there), then the bias.
+    for (std::int64_t i = 0; i < piece_width; ++i) {
+      float sum = 0.0f;
+      for (std::int64_t f = 0; f < nF; ++f) sum += feature[f][i];
+      unmaxed[i] = sum + lower_bias[i];
+    }
     float* out = hidden + b * nO;
-    if (nP > 1) {
+    if (nP == 2) {
+      // spaCy's default maxout_pieces, spelled out so that it vectorises.
+      for (std::int64_t o = 0; o < nO; ++o) {
+        const float first = unmaxed[2 * o];
+        const float second = unmaxed[2 * o + 1];
+        out[o] = second > first ? second : first;
+      }
+    } else if (nP > 1) {
       // thinc's maxout: the first of equal maxima wins.
       for (std::int64_t o = 0; o < nO; ++o) {
-        const float* pieces = in + o * nP;
+        const float* pieces = unmaxed + o * nP;
         float best = pieces[0];
         for (std::int64_t p = 1; p < nP; ++p) {
           if (pieces[p] > best) best = pieces[p];
@@ -81,22 +146,28 @@ void PrecomputedScorer::score(const std::int32_t* context, std::int64_t n_states
       }
     } else {
       // spaCy multiplies by the mask (x >= 0), so negatives become -0.0.
-      for (std::int64_t o = 0; o < nO; ++o) out[o] = in[o] * (in[o] >= 0.0f ? 1.0f : 0.0f);
+      for (std::int64_t o = 0; o < nO; ++o) {
+        out[o] = unmaxed[o] * (unmaxed[o] >= 0.0f ? 1.0f : 0.0f);
+      }
     }
   }
   if (model_.upper_W != nullptr && n_states > 0) {
     const int m = static_cast<int>(n_states);
     const int n = static_cast<int>(nC);
     const int k = static_cast<int>(nO);
-    if (model_.sgemm != nullptr) {
-      model_.sgemm(0, 1, m, n, k, 1.0f, hidden, k, model_.upper_W, k, 0.0f, scores, n);
+    if (packed_gemm_ != nullptr) {
+      packed_gemm_(hidden, n_states, packed_upper_W_.data(), n, k, model_.upper_b, scores);
     } else {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, hidden, k, model_.upper_W,
-                  k, 0.0f, scores, n);
-    }
-    for (std::int64_t b = 0; b < n_states; ++b) {
-      float* row = scores + b * nC;
-      for (std::int64_t c = 0; c < nC; ++c) row[c] += model_.upper_b[c];
+      if (model_.sgemm != nullptr) {
+        model_.sgemm(0, 1, m, n, k, 1.0f, hidden, k, model_.upper_W, k, 0.0f, scores, n);
+      } else {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, hidden, k,
+                    model_.upper_W, k, 0.0f, scores, n);
+      }
+      for (std::int64_t b = 0; b < n_states; ++b) {
+        float* row = scores + b * nC;
+        for (std::int64_t c = 0; c < nC; ++c) row[c] += model_.upper_b[c];
+      }
     }
   }
   if (model_.class_mask != nullptr && n_states > 0) {

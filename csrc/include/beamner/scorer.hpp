@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace beamner {
@@ -48,16 +49,29 @@ struct PrecomputedModel {
 
 /// Scores states as spaCy's ParserStepModel does: sum the precomputed
 /// feature rows, add the bias, maxout (nP > 1) or ReLU (nP == 1), the upper
-/// layer through BLAS, then give unseen classes the batch's minimum score.
+/// layer through BLAS (or a kernel giving the same bits, see gemm_name), then
+/// give unseen classes the batch's minimum score.
 class PrecomputedScorer final : public Scorer {
  public:
   /// Throws std::invalid_argument naming the first inconsistent size.
   explicit PrecomputedScorer(const PrecomputedModel& model);
   void score(const std::int32_t* context, std::int64_t n_states, float* scores) override;
   int n_classes() const override { return model_.n_classes; }
+  /// The upper layer's GEMM: "blis" (model.sgemm), "cblas", "none" without an
+  /// upper layer, or "sequential-<isa>": beamner's own kernel, used instead of
+  /// model.sgemm where a probe with the real weights gave its result bit for bit.
+  const char* gemm_name() const { return gemm_name_.c_str(); }
 
  private:
+  using PackedGemmFn = void (*)(const float* a, std::int64_t m, const float* packed_b, int n, int k,
+                                const float* bias, float* c);
+
   PrecomputedModel model_;
+  /// Set when the sequential kernel replaces model_.sgemm; it reads packed_upper_W_.
+  PackedGemmFn packed_gemm_ = nullptr;
+  std::vector<float> packed_upper_W_;
+  std::string gemm_name_ = "none";
+  /// One state's summed features before the maxout.
   std::vector<float> unmaxed_;
   std::vector<float> hidden_;
 };
