@@ -64,3 +64,35 @@ def test_beam_training(timed, engine: str) -> None:  # type: ignore[no-untyped-d
         note=f"{FACTORIES[engine]}: {BATCHES_PER_ROUND} batches of {BATCH} WNUT-17 train "
         "sentences a round, nlp.update with Adam",
     )
+
+
+def test_training_floor(timed) -> None:  # type: ignore[no-untyped-def]
+    """What every engine's beam update pays whatever its search costs: the
+    tok2vec and lower-layer forward and backward passes and the optimizer step,
+    on the same batches (the backward gets zero gradients). spaCy's beam time
+    over this is the most any engine could gain."""
+    import numpy
+
+    nlp, optimizer, round_batches = _pipeline("beamner_ner")
+    ner = nlp.get_pipe("ner")
+    tok2vec, lower = ner.model.layers[0], ner.model.layers[1]
+    words = sum(len(eg.predicted) for batch in round_batches for eg in batch)
+
+    def floor_round() -> None:
+        for batch in round_batches:
+            tokvecs, bp_tokvecs = tok2vec([eg.predicted for eg in batch], is_train=True)
+            features, bp_lower = lower(tokvecs, is_train=True)
+            ids = numpy.zeros((1, features.shape[1]), dtype="i")
+            bp_lower((numpy.zeros((1, *features.shape[2:]), dtype="f"), ids))
+            bp_tokvecs(numpy.zeros_like(tokvecs))
+            ner.finish_update(optimizer)
+
+    timed(
+        "spacy",
+        "beam training floor (tok2vec + lower + Adam)",
+        floor_round,
+        ROUNDS,
+        words=words,
+        note="the shared part of a beam update: spaCy's tok2vec and lower layer forward "
+        "and backward and the Adam step, no search",
+    )
