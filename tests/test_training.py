@@ -158,18 +158,15 @@ def test_weights_after_update_equal_spacy(variant: str) -> None:
 
 
 def _grads(model: Any) -> list[tuple[str, numpy.ndarray]]:
+    return _params(model, grads=True)
+
+
+def _params(model: Any, grads: bool = False) -> list[tuple[str, numpy.ndarray]]:
+    """Every parameter (or its accumulated gradient) of ``model``, by name, copied."""
     out = []
     for node in model.walk():
         for name in node.param_names:
-            if node.has_grad(name):
-                out.append((f"{node.name}.{name}", numpy.array(node.get_grad(name))))
-    return out
-
-
-def _params(model: Any) -> list[tuple[str, numpy.ndarray]]:
-    out = []
-    for node in model.walk():
-        for name in node.param_names:
-            if node.has_param(name):
-                out.append((f"{node.name}.{name}", numpy.asarray(node.get_param(name))))
+            if node.has_grad(name) if grads else node.has_param(name):
+                value = node.get_grad(name) if grads else node.get_param(name)
+                out.append((f"{node.name}.{name}", numpy.array(value)))
     return out
