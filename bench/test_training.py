@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy
 import pytest
 import spacy
 from conftest import DATA
@@ -71,8 +72,6 @@ def test_training_floor(timed) -> None:  # type: ignore[no-untyped-def]
     tok2vec and lower-layer forward and backward passes and the optimizer step,
     on the same batches (the backward gets zero gradients). spaCy's beam time
     over this is the most any engine could gain."""
-    import numpy
-
     nlp, optimizer, round_batches = _pipeline("beamner_ner")
     ner = nlp.get_pipe("ner")
     tok2vec, lower = ner.model.layers[0], ner.model.layers[1]

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +116,24 @@ def test_identical_across_processes_and_blas_threads() -> None:
 # ---------------------------------------------------------------- threads ---
 
 
+def _run_in_threads(work: Callable[[int], None], n_threads: int) -> None:
+    """``work(t)`` for t in 0..n_threads-1, all at once; fails on any exception."""
+    errors: list[BaseException] = []
+
+    def guarded(t: int) -> None:
+        try:
+            work(t)
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=guarded, args=(t,)) for t in range(n_threads)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+
+
 def test_python_threads_share_one_pipeline(nlp_sm, docs40) -> None:  # type: ignore[no-untyped-def]
     """entity_scores and beam_search from 4 threads at once on the same pipe
     (the GIL is released in the native search) equal the one-thread results."""
@@ -124,24 +142,15 @@ def test_python_threads_share_one_pipeline(nlp_sm, docs40) -> None:  # type: ign
     expected = [beam_digest(beamner.beam_search(ner, p, WIDTH, DENSITY)) for p in parts]
     expected_scores = [beamner.entity_scores(ner, p) for p in parts]
     results: dict[tuple[int, int], Any] = {}
-    errors: list[BaseException] = []
 
     def work(t: int) -> None:
-        try:
-            for rep in range(3):
-                results[(t, rep)] = (
-                    beam_digest(beamner.beam_search(ner, parts[t], WIDTH, DENSITY)),
-                    beamner.entity_scores(ner, parts[t]),
-                )
-        except BaseException as e:  # pragma: no cover - reported below
-            errors.append(e)
+        for rep in range(3):
+            results[(t, rep)] = (
+                beam_digest(beamner.beam_search(ner, parts[t], WIDTH, DENSITY)),
+                beamner.entity_scores(ner, parts[t]),
+            )
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    assert not errors, errors
+    _run_in_threads(work, 4)
     for (t, _), (digest, scores) in results.items():
         assert digest == expected[t]
         assert scores == expected_scores[t]
@@ -162,20 +171,11 @@ def test_python_threads_beam_parse_accelerated(real_texts) -> None:  # type: ign
 
     expected = [parses(p) for p in parts]
     got: dict[int, Any] = {}
-    errors: list[BaseException] = []
 
     def work(t: int) -> None:
-        try:
-            got[t] = parses(parts[t % 3])
-        except BaseException as e:  # pragma: no cover
-            errors.append(e)
+        got[t] = parses(parts[t % 3])
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(6)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    assert not errors, errors
+    _run_in_threads(work, 6)
     for t, value in got.items():
         assert value == expected[t % 3]
 
