@@ -1,0 +1,294 @@
+"""``beamner teach-update``: train a pipeline's NER from a file of binary answers.
+
+:func:`teach_update` reads every answer first (a bad line stops the run
+before anything is trained, with ``path:line``), merges them per text
+(:func:`beamner.teach.answers.merge_answers`), splits the *texts* into a
+training part and a held-out part by their input hash (deterministic,
+independent of the order of the file), and runs ``n_epochs`` epochs of native
+global updates over the training texts (shuffled per epoch with ``seed``).
+It reports how often the model's accept/reject prediction (accept iff the
+span's beam probability >= 0.5) matches the held-out answers, before
+training and after every epoch.
+
+Checkpoints and resuming: every ``checkpoint_every`` update batches and at
+the end of every epoch, the pipeline is written to ``OUT.partial`` together
+with ``teach_progress.json`` (the input hashes trained in the current epoch,
+the epochs done, the reports), and ``OUT.partial`` then replaces ``OUT``
+(rename; a crash between the two renames is repaired on the next start from
+``OUT.old``). Model and progress are always saved together, so a run
+interrupted at any point resumes from ``OUT`` and trains each text exactly
+once per epoch: the updates after the last checkpoint were lost with the
+process and are redone, the ones before it are never repeated. The optimizer's
+moment estimates are not saved: a resumed run restarts them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import spacy
+from spacy.language import Language
+
+from beamner.engine.pipes import load_model, upstream_disabled
+from beamner.pipeline import BeamnerEntityRecognizer
+from beamner.probabilities.beams import beam_docs
+from beamner.teach.answers import (
+    TextAnswers,
+    build_examples,
+    doc_span,
+    merge_answers,
+    read_answers,
+)
+from beamner.teach.session import DEFAULT_NEG_KEY, prepare_pipeline, train_answers
+
+__all__ = ["PROGRESS_FILE", "answer_agreement", "split_holdout", "teach_update"]
+
+PROGRESS_FILE = "teach_progress.json"
+
+
+def split_holdout(
+    merged: Sequence[TextAnswers], holdout: float
+) -> tuple[list[TextAnswers], list[TextAnswers]]:
+    """(train, held-out) by input hash: a text is held out iff ``hash % 10000 <
+    holdout * 10000``; the same text always lands on the same side."""
+    if not 0.0 <= holdout < 1.0:
+        raise ValueError(f"holdout must be in [0, 1), got {holdout}")
+    cut = round(holdout * 10000)
+    train = [m for m in merged if m.input_hash % 10000 >= cut]
+    held = [m for m in merged if m.input_hash % 10000 < cut]
+    return train, held
+
+
+def answer_agreement(
+    nlp: Language,
+    merged: Sequence[TextAnswers],
+    *,
+    beam_width: int = 16,
+    beam_density: float = 0.0001,
+    docs: Sequence[Any] | None = None,
+) -> dict[str, Any]:
+    """How often ``p >= 0.5`` (beam probability of the span and label) agrees with the
+    answers: ``accuracy`` over all decided spans, per answer kind, and the mean
+    probability the model gives accepted and rejected spans."""
+    from beamner.engine.pipes import find_ner
+
+    pipe = find_ner(nlp)
+    if docs is None:
+        docs = list(nlp.pipe((m.text for m in merged), disable=upstream_disabled(nlp)))
+    temperature = float(pipe.cfg.get("temperature", 1.0))
+    nonempty = [i for i, d in enumerate(docs) if len(d)]
+    beams = beam_docs(pipe, [docs[i] for i in nonempty], beam_width, beam_density, temperature)
+    entities: dict[int, dict[tuple[int, int, str], float]] = {
+        i: b.entities for i, b in zip(nonempty, beams)
+    }
+    probs: dict[str, list[float]] = {"accept": [], "reject": []}
+    for i, (m, doc) in enumerate(zip(merged, docs)):
+        ents = entities.get(i, {})
+        for kind, spans in (("accept", m.accepted), ("reject", m.rejected)):
+            for s in spans:
+                span = doc_span(doc, s, m.where)
+                probs[kind].append(ents.get((span.start, span.end, span.label_), 0.0))
+    right_accept = sum(p >= 0.5 for p in probs["accept"])
+    right_reject = sum(p < 0.5 for p in probs["reject"])
+    n = len(probs["accept"]) + len(probs["reject"])
+
+    def mean(xs: list[float]) -> float | None:
+        return sum(xs) / len(xs) if xs else None
+
+    return {
+        "n": n,
+        "accuracy": (right_accept + right_reject) / n if n else None,
+        "n_accept": len(probs["accept"]),
+        "n_reject": len(probs["reject"]),
+        "accept_accuracy": right_accept / len(probs["accept"]) if probs["accept"] else None,
+        "reject_accuracy": right_reject / len(probs["reject"]) if probs["reject"] else None,
+        "mean_p_accept": mean(probs["accept"]),
+        "mean_p_reject": mean(probs["reject"]),
+    }
+
+
+def _paths(output: Path) -> tuple[Path, Path]:
+    return output.with_name(output.name + ".partial"), output.with_name(output.name + ".old")
+
+
+def _checkpoint(nlp: Language, output: Path, progress: dict[str, Any]) -> None:
+    partial, old = _paths(output)
+    if partial.exists():
+        shutil.rmtree(partial)
+    nlp.to_disk(partial)
+    (partial / PROGRESS_FILE).write_text(json.dumps(progress, indent=1) + "\n")
+    if output.exists():
+        output.rename(old)
+    partial.rename(output)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _recover(output: Path) -> None:
+    partial, old = _paths(output)
+    if not output.exists() and old.exists():
+        old.rename(output)  # interrupted between the two renames of _checkpoint
+    if partial.exists():
+        shutil.rmtree(partial)  # an unfinished checkpoint
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def teach_update(
+    model: str | os.PathLike[str] | Language,
+    answers: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    n_epochs: int = 5,
+    holdout: float = 0.2,
+    update_batch: int = 16,
+    beam_width: int = 16,
+    beam_density: float = 0.0001,
+    update_width: int | None = None,
+    learn_rate: float | None = None,
+    drop: float = 0.1,
+    seed: int = 0,
+    checkpoint_every: int = 20,
+    incorrect_spans_key: str = DEFAULT_NEG_KEY,
+    on_batch: Callable[[int, list[int]], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Train ``model``'s NER from the binary answers in ``answers`` and save it to
+    ``output`` (see the module docstring). If ``output`` holds an interrupted
+    run's checkpoint, continue it (same ``holdout`` and ``seed`` required).
+    ``on_batch(epoch, input_hashes)`` is called after each update batch (and
+    its checkpoint, if one was due). Returns the report (also in
+    ``output/teach_progress.json``)."""
+    if n_epochs < 1 or update_batch < 1 or checkpoint_every < 1:
+        raise ValueError("n_epochs, update_batch and checkpoint_every must be >= 1")
+    say = log or (lambda msg: None)
+    out = Path(output)
+    all_answers = list(read_answers(answers))  # every line validated before training
+    if not all_answers:
+        raise ValueError(f"{answers}: no answers")
+    _recover(out)
+    progress: dict[str, Any] | None = None
+    if out.exists():
+        progress_path = out / PROGRESS_FILE
+        if not progress_path.exists():
+            raise ValueError(
+                f"{out} exists and is not a teach-update checkpoint (no {PROGRESS_FILE}); "
+                "choose another output or remove it"
+            )
+        progress = json.loads(progress_path.read_text())
+        if progress["holdout"] != holdout or progress["seed"] != seed:
+            raise ValueError(
+                f"{out} was started with --holdout {progress['holdout']} --seed "
+                f"{progress['seed']}: resume with the same values"
+            )
+        nlp = spacy.load(out)
+        say(f"resuming {out}: {progress['completed_epochs']} epochs done")
+    else:
+        nlp = load_model(model)
+    pipe = prepare_pipeline(
+        nlp,
+        beam_width=beam_width,
+        beam_density=beam_density,
+        incorrect_spans_key=incorrect_spans_key,
+    )
+    merged, report = merge_answers(all_answers, pipe.labels)
+    train, held = split_holdout(merged, holdout)
+    if not train:
+        raise ValueError(f"{answers}: no answers left to train on (holdout {holdout})")
+    disabled = upstream_disabled(nlp)
+    held_docs = list(nlp.pipe((m.text for m in held), disable=disabled))
+    train_examples = build_examples(
+        nlp, train, incorrect_spans_key, list(nlp.pipe((m.text for m in train), disable=disabled))
+    )
+    by_hash = {m.input_hash: eg for m, eg in zip(train, train_examples)}
+
+    def agreement() -> dict[str, Any]:
+        return answer_agreement(
+            nlp, held, beam_width=beam_width, beam_density=beam_density, docs=held_docs
+        )
+
+    if progress is None:
+        progress = {
+            "model": str(model) if not isinstance(model, Language) else nlp.meta.get("name"),
+            "answers": str(answers),
+            "holdout": holdout,
+            "seed": seed,
+            "n_epochs": n_epochs,
+            "completed_epochs": 0,
+            "trained": [],
+            "before": agreement(),
+            "epochs": [],
+        }
+        say(f"held-out agreement before: {_fmt(progress['before'])}")
+    progress.update(
+        n_epochs=n_epochs,
+        merge=report.as_dict(),
+        n_train_texts=len(train),
+        n_heldout_texts=len(held),
+    )
+    optimizer = nlp.create_optimizer()  # type: ignore[no-untyped-call]
+    if learn_rate is not None:
+        optimizer.learn_rate = learn_rate
+    width = update_width or beam_width
+    for epoch in range(progress["completed_epochs"], n_epochs):
+        t0 = time.perf_counter()
+        order = sorted(by_hash)
+        random.Random(seed * 1_000_003 + epoch).shuffle(order)
+        done = set(progress["trained"])
+        todo = [h for h in order if h not in done]
+        loss = 0.0
+        for b, i in enumerate(range(0, len(todo), update_batch), start=1):
+            hashes = todo[i : i + update_batch]
+            batch_loss, _ = train_answers(
+                nlp,
+                _ner(nlp),
+                [by_hash[h] for h in hashes],
+                optimizer,
+                update_width=width,
+                update_batch=update_batch,
+                drop=drop,
+            )
+            loss += batch_loss
+            progress["trained"].extend(hashes)
+            if b % checkpoint_every == 0:
+                _checkpoint(nlp, out, progress)
+            if on_batch is not None:
+                on_batch(epoch, hashes)
+        result = agreement()
+        progress["epochs"].append(
+            {
+                "epoch": epoch + 1,
+                "loss": loss,
+                "n_texts": len(todo),
+                "resumed": len(todo) < len(order),
+                "heldout": result,
+                "seconds": time.perf_counter() - t0,
+            }
+        )
+        progress["completed_epochs"] = epoch + 1
+        progress["trained"] = []
+        _checkpoint(nlp, out, progress)
+        say(f"epoch {epoch + 1}/{n_epochs}: loss {loss:.4f}, held-out agreement {_fmt(result)}")
+    progress["after"] = progress["epochs"][-1]["heldout"] if progress["epochs"] else None
+    return progress
+
+
+def _ner(nlp: Language) -> BeamnerEntityRecognizer:
+    from beamner.engine.pipes import find_ner
+
+    pipe = find_ner(nlp)
+    assert isinstance(pipe, BeamnerEntityRecognizer)
+    return pipe
+
+
+def _fmt(result: dict[str, Any]) -> str:
+    if result["accuracy"] is None:
+        return "no held-out answers"
+    return f"{result['accuracy']:.3f} ({result['n']} spans)"

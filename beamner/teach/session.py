@@ -1,0 +1,331 @@
+"""The yes/no loop: serve tasks, collect answers, update the model with beam updates.
+
+Contract of :class:`TeachSession` (what a server builds on)
+-----------------------------------------------------------
+
+``TeachSession(nlp, source, labels, *, order="uncertainty", buffer=64,
+batch_size=16, beam_width=16, beam_density=0.0001, threshold=0.05,
+update_width=None, learn_rate=None, drop=0.1, seed=0, fmt="auto",
+incorrect_spans_key="incorrect_spans")``
+
+* ``nlp`` is changed in place: its NER becomes beamner's ``beamner_ner``
+  component (:func:`beamner.accelerate`, weights shared), with
+  ``incorrect_spans_key`` set on it. The NER must have its own tok2vec (a
+  listener of a shared ``tok2vec`` would need that component trained too:
+  ``ValueError``). ``labels`` must be labels of the NER.
+* :meth:`next_task` -> a task ``dict`` (format: :mod:`beamner.teach.tasks`)
+  or ``None`` when the source is exhausted. Each task is served once, even to
+  concurrent callers, unless given back by :meth:`retract`. Scores come from
+  the model as of the latest finished :meth:`update`.
+* :meth:`answer` ``(task, "accept"|"reject"|"ignore")`` -> the answer ``dict``
+  (the task plus ``"answer"``; what to append to a dataset file). It is kept
+  as *pending* until an :meth:`update` takes it.
+* :meth:`retract` ``(task_hash)`` -> the pending answer removed (undo), or
+  ``None`` if it has already been taken by an update (or is unknown); the
+  task is served again next.
+* :meth:`update` ``(answers=None)`` -> :class:`UpdateResult`. With
+  ``answers=None`` it takes every pending answer (they can no longer be
+  retracted); with a list of answers (dicts or :class:`Answer`) it trains on
+  those only (pending answers are untouched). Answers are merged per text
+  (:func:`beamner.teach.answers.merge_answers`: the last answer about a span
+  wins; overlapping accepted spans are dropped and counted in
+  ``n_conflicts``), then one native global update
+  (``BeamnerEntityRecognizer.update_beam``) per ``update_batch`` texts.
+  A bad answer raises :class:`~beamner.io.records.InputError` before any
+  training.
+* :meth:`skip_hashes` ``(task_hashes)``: never serve these (resuming from a
+  dataset file: pass the ``_task_hash`` of every answer in it).
+* :meth:`stats` -> counts for a progress line; :meth:`save` ``(path)``
+  writes the pipeline (consistent weights) to disk.
+
+Locking model
+-------------
+
+Two locks. ``stream lock``: the task buffer, the source iterator, pending
+answers and the counters; held by :meth:`next_task`, :meth:`answer`,
+:meth:`retract`, :meth:`skip_hashes` and briefly by :meth:`update` (to take
+the pending answers). ``model lock``: the NER's parameters; held while the
+beam scores docs (inside :meth:`next_task`, nested in the stream lock), by
+the optimizer step at the end of each update batch, and by :meth:`save`.
+The long part of an update (forward and backward passes, which only read
+parameters and write gradients) runs without either lock, so
+:meth:`next_task` waits at most for one optimizer step, never for training.
+Updates are serialized among themselves (a third lock; a second
+:meth:`update` waits for the first). Lock order is always stream -> model.
+After an update, the buffered tasks are re-scored before the next one is
+served.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from spacy.language import Language
+from thinc.api import set_dropout_rate
+
+from beamner.engine.pipes import find_ner
+from beamner.pipeline import BeamnerEntityRecognizer, accelerate
+from beamner.teach.answers import (
+    Answer,
+    build_examples,
+    merge_answers,
+    parse_answer,
+)
+from beamner.teach.tasks import Source, TaskStream
+
+__all__ = ["TeachSession", "UpdateResult", "prepare_pipeline", "train_answers"]
+
+DEFAULT_NEG_KEY = "incorrect_spans"
+
+
+@dataclass
+class UpdateResult:
+    """What one :meth:`TeachSession.update` did."""
+
+    loss: float = 0.0
+    n_answers: int = 0
+    n_accept: int = 0
+    n_reject: int = 0
+    n_ignore: int = 0
+    n_overridden: int = 0
+    n_conflicts: int = 0
+    n_texts: int = 0
+    n_batches: int = 0
+    seconds: float = 0.0
+    model_version: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def prepare_pipeline(
+    nlp: Language,
+    *,
+    beam_width: int = 16,
+    beam_density: float = 0.0001,
+    incorrect_spans_key: str = DEFAULT_NEG_KEY,
+) -> BeamnerEntityRecognizer:
+    """Make ``nlp``'s NER beamner's component (in place) with ``incorrect_spans_key``
+    set, check it can be trained alone, and return it."""
+    accelerate(nlp, beam_width=beam_width, beam_density=beam_density)
+    pipe = find_ner(nlp)
+    if not isinstance(pipe, BeamnerEntityRecognizer):  # pragma: no cover - accelerate did it
+        raise TypeError("the NER is not beamner's component")
+    if any(node.name.startswith("tok2vec-listener") for node in pipe.model.walk()):
+        raise ValueError(
+            "the NER listens to a shared tok2vec component; teach trains the NER alone, "
+            "which needs an NER with its own tok2vec (en_core_web_sm's has one)"
+        )
+    pipe.cfg["incorrect_spans_key"] = incorrect_spans_key
+    pipe.moves.cfg["neg_key"] = incorrect_spans_key
+    name = next(n for n, p in nlp.components if p is pipe)
+    config = dict(nlp._pipe_configs[name])
+    config["incorrect_spans_key"] = incorrect_spans_key
+    nlp._pipe_configs[name] = type(nlp._pipe_configs[name])(config)
+    return pipe
+
+
+def train_answers(
+    nlp: Language,
+    pipe: BeamnerEntityRecognizer,
+    examples: Sequence[Any],
+    optimizer: Any,
+    *,
+    update_width: int,
+    update_batch: int,
+    drop: float,
+    model_lock: threading.Lock | None = None,
+) -> tuple[float, int]:
+    """Native global updates on ``examples``, ``update_batch`` at a time; the
+    optimizer step runs under ``model_lock``. Returns (loss, batches)."""
+    loss = 0.0
+    n_batches = 0
+    lock = model_lock or threading.Lock()
+    for i in range(0, len(examples), update_batch):
+        batch = examples[i : i + update_batch]
+        losses: dict[str, float] = {}
+        set_dropout_rate(pipe.model, drop)
+        pipe.update_beam(batch, beam_width=update_width, sgd=None, losses=losses, beam_density=0.0)
+        with lock:
+            pipe.finish_update(optimizer)
+        loss += losses.get(pipe.name, 0.0)
+        n_batches += 1
+    return loss, n_batches
+
+
+class TeachSession:
+    """Serve candidate-entity tasks and learn from yes/no answers (see the module
+    docstring for the full contract and the locking model)."""
+
+    def __init__(
+        self,
+        nlp: Language,
+        source: Source,
+        labels: Sequence[str],
+        *,
+        order: str = "uncertainty",
+        buffer: int = 64,
+        batch_size: int = 16,
+        beam_width: int = 16,
+        beam_density: float = 0.0001,
+        threshold: float = 0.05,
+        update_width: int | None = None,
+        update_batch: int = 16,
+        learn_rate: float | None = None,
+        drop: float = 0.1,
+        seed: int = 0,
+        fmt: str = "auto",
+        incorrect_spans_key: str = DEFAULT_NEG_KEY,
+    ) -> None:
+        self.nlp = nlp
+        self.pipe = prepare_pipeline(
+            nlp,
+            beam_width=beam_width,
+            beam_density=beam_density,
+            incorrect_spans_key=incorrect_spans_key,
+        )
+        self.neg_key = incorrect_spans_key
+        self.update_width = update_width or beam_width
+        if self.update_width < 2:
+            raise ValueError("update_width must be >= 2 for a beam update")
+        self.update_batch = update_batch
+        self.drop = drop
+        self._stream_lock = threading.Lock()
+        self._model_lock = threading.Lock()
+        self._update_lock = threading.Lock()
+        self.stream = TaskStream(
+            nlp,
+            source,
+            labels,
+            order=order,
+            buffer=buffer,
+            batch_size=batch_size,
+            beam_width=beam_width,
+            beam_density=beam_density,
+            threshold=threshold,
+            seed=seed,
+            fmt=fmt,
+            score_lock=self._model_lock,
+        )
+        self.optimizer = nlp.create_optimizer()  # type: ignore[no-untyped-call]
+        if learn_rate is not None:
+            self.optimizer.learn_rate = learn_rate
+        self._pending: dict[int, dict[str, Any]] = {}  # task hash -> answer, in answer order
+        self.n_answers = 0
+        self.n_updates = 0
+        self.n_trained = 0
+        self._recent: list[str] = []
+
+    # -- serving ----------------------------------------------------------------------------
+
+    def next_task(self) -> dict[str, Any] | None:
+        """The next task (each served once), or None when there are no more."""
+        with self._stream_lock:
+            return self.stream.next()
+
+    def skip_hashes(self, task_hashes: Iterable[int]) -> None:
+        """Never serve these task hashes (e.g. answered in an earlier session)."""
+        with self._stream_lock:
+            self.stream.skip(task_hashes)
+
+    def answer(self, task: dict[str, Any], decision: str) -> dict[str, Any]:
+        """Record ``decision`` for ``task``; returns the answer dict (pending until
+        an update takes it). Re-answering a pending task replaces its answer."""
+        answer = {**task, "answer": decision}
+        parse_answer(answer)  # validate now, not at training time
+        th = int(task["_task_hash"])
+        with self._stream_lock:
+            self._pending.pop(th, None)
+            self._pending[th] = answer
+            self.n_answers += 1
+            self._recent = [*self._recent[-49:], decision]
+        return answer
+
+    def retract(self, task_hash: int) -> dict[str, Any] | None:
+        """Undo a pending answer: remove it and serve its task again next. None if
+        it was already taken by an update (or never given)."""
+        with self._stream_lock:
+            answer = self._pending.pop(int(task_hash), None)
+            if answer is None:
+                return None
+            self.n_answers -= 1
+            if self._recent:
+                self._recent.pop()
+            task = {k: v for k, v in answer.items() if k != "answer"}
+            self.stream.give_back(task)
+            return answer
+
+    @property
+    def n_pending(self) -> int:
+        with self._stream_lock:
+            return len(self._pending)
+
+    # -- learning ---------------------------------------------------------------------------
+
+    def update(self, answers: Iterable[dict[str, Any] | Answer] | None = None) -> UpdateResult:
+        """Train on ``answers`` (None: take every pending answer). See the module docstring."""
+        with self._update_lock:
+            t0 = time.perf_counter()
+            if answers is None:
+                with self._stream_lock:
+                    items: list[dict[str, Any] | Answer] = list(self._pending.values())
+                    self._pending.clear()
+            else:
+                items = list(answers)
+            parsed = [a if isinstance(a, Answer) else parse_answer(a) for a in items]
+            merged, report = merge_answers(parsed, self.pipe.labels)
+            result = UpdateResult(
+                n_answers=report.n_answers,
+                n_accept=report.n_accept,
+                n_reject=report.n_reject,
+                n_ignore=report.n_ignore,
+                n_overridden=report.n_overridden,
+                n_conflicts=report.n_conflicts,
+                n_texts=report.n_texts,
+            )
+            if merged:
+                examples = build_examples(self.nlp, merged, self.neg_key)
+                result.loss, result.n_batches = train_answers(
+                    self.nlp,
+                    self.pipe,
+                    examples,
+                    self.optimizer,
+                    update_width=self.update_width,
+                    update_batch=self.update_batch,
+                    drop=self.drop,
+                    model_lock=self._model_lock,
+                )
+                with self._stream_lock:
+                    self.stream.invalidate()
+                    self.n_updates += 1
+                    self.n_trained += report.n_answers
+            result.model_version = self.stream.model_version
+            result.seconds = time.perf_counter() - t0
+            return result
+
+    def save(self, path: Any) -> None:
+        """Write the pipeline to ``path`` (weights not mid-step)."""
+        with self._model_lock:
+            self.nlp.to_disk(path)
+
+    def stats(self) -> dict[str, Any]:
+        """Answers so far, pending, trained, model updates, recent accept rate (last 50)."""
+        with self._stream_lock:
+            recent = [d for d in self._recent if d != "ignore"]
+            return {
+                "n_answers": self.n_answers,
+                "n_pending": len(self._pending),
+                "n_trained": self.n_trained,
+                "n_updates": self.n_updates,
+                "model_version": self.stream.model_version,
+                "recent_accept_rate": (
+                    sum(d == "accept" for d in recent) / len(recent) if recent else None
+                ),
+                "n_served": self.stream.n_served,
+                "n_read": self.stream.n_read,
+                "n_buffered": self.stream.n_buffered,
+            }
