@@ -343,6 +343,76 @@ def rank_cmd(
     typer.echo(msg, err=True)
 
 
+@app.command("teach-update")
+def teach_update_cmd(
+    model: Model,
+    answers: Annotated[
+        str, typer.Argument(help="JSONL answers (this package's page, Prodigy db-out, ...).")
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Where to save the updated pipeline.")
+    ],
+    n_epochs: Annotated[int, typer.Option("--n-epochs", "-n", min=1, help="Epochs.")] = 5,
+    holdout: Annotated[
+        float,
+        typer.Option("--holdout", min=0.0, max=0.99, help="Share of the texts held out."),
+    ] = 0.2,
+    update_batch: Annotated[
+        int, typer.Option("--update-batch", min=1, help="Texts per beam update.")
+    ] = 16,
+    beam_width: BeamWidth = 16,
+    beam_density: BeamDensity = 0.0001,
+    learn_rate: Annotated[
+        OptFloat, typer.Option("--learn-rate", help="Default: the pipeline's optimizer's.")
+    ] = None,
+    drop: Annotated[float, typer.Option("--dropout", min=0.0, max=1.0)] = 0.1,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    checkpoint_every: Annotated[
+        int, typer.Option("--checkpoint-every", min=1, help="Save every N update batches.")
+    ] = 20,
+) -> None:
+    """Update a pipeline's NER from binary (accept/reject/ignore) answers with beam updates.
+
+    Accepted spans are gold entities (other tokens unknown), rejected spans negative examples.
+    Reports how often the model's prediction (p >= 0.5) matches the held-out answers, before
+    and after each epoch. Re-running with the same OUT resumes an interrupted run.
+    """
+    from beamner.teach.batch import teach_update
+
+    try:
+        result = teach_update(
+            model,
+            answers,
+            output,
+            n_epochs=n_epochs,
+            holdout=holdout,
+            update_batch=update_batch,
+            beam_width=beam_width,
+            beam_density=beam_density,
+            learn_rate=learn_rate,
+            drop=drop,
+            seed=seed,
+            checkpoint_every=checkpoint_every,
+            log=lambda msg: typer.echo(msg, err=True),
+        )
+    except (ValueError, OSError) as err:
+        _fail(err)
+        return
+    merge = result["merge"]
+    typer.echo(
+        f"{merge['n_answers']} answers ({merge['n_accept']} accept, {merge['n_reject']} reject, "
+        f"{merge['n_ignore']} ignore; {merge['n_overridden']} overridden by a later answer, "
+        f"{merge['n_conflicts']} conflicting accepts dropped): {result['n_train_texts']} texts "
+        f"trained, {result['n_heldout_texts']} held out"
+    )
+    for name, key in (("before", "before"), ("after", "after")):
+        held = result.get(key)
+        if held and held["accuracy"] is not None:
+            typer.echo(f"held-out agreement {name}: {held['accuracy']:.3f} ({held['n']} spans)")
+    typer.echo(f"saved {output}")
+
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     app(args=argv if argv is not None else sys.argv[1:], prog_name="beamner")
