@@ -7,9 +7,11 @@ to spaCy pipes and docs.
 
 from beamner._core import BeamBatch, DocBatch, Gold, Parse, TransitionSystem
 from beamner._core import __version__ as __version__
+from beamner.engine.search import beam_search
+from beamner.engine.spacy_inputs import doc_batch, gold, transition_system
 from beamner.pipeline import BeamnerEntityRecognizer, accelerate
-from beamner.search import beam_search, entity_scores
-from beamner.spacy_inputs import doc_batch, gold, transition_system
+from beamner.probabilities.beams import entity_scores
+from beamner.probabilities.spans import span_distributions
 
 __all__ = [
     "BeamBatch",
@@ -23,5 +25,6 @@ __all__ = [
     "doc_batch",
     "entity_scores",
     "gold",
+    "span_distributions",
     "transition_system",
 ]

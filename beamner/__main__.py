@@ -1,6 +1,6 @@
 """``python -m beamner``: the ``beamner`` command."""
 
-from beamner.cli import main
+from beamner.cli.app import main
 
 if __name__ == "__main__":
     main()

@@ -15,9 +15,9 @@ from thinc.api import Config, Model
 
 from beamner._core import BeamBatch
 from beamner._spacy_states import build_beam, build_state
-from beamner.calibration import entity_probabilities
-from beamner.search import beam_search
-from beamner.training import update_beam
+from beamner.engine.search import beam_search
+from beamner.probabilities.calibration import entity_probabilities
+from beamner.training.beam_update import update_beam
 
 #: Settings beamner adds to spaCy's ``beam_ner`` ones.
 BEAMNER_DEFAULTS: dict[str, Any] = {

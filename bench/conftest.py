@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from report import comparisons, memory_verdict, side_by_side
 
-from beamner.data import group_into_documents, read_conll
+from beamner.io.conll import group_into_documents, read_conll
 
 DATA = Path(os.environ.get("BEAMNER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 SENTENCES_PER_DOC = 9

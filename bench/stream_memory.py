@@ -31,7 +31,7 @@ def status_mib(field: str) -> float:
 
 
 def texts(n_docs: int) -> Iterator[str]:
-    from beamner.data import read_conll
+    from beamner.io.conll import read_conll
 
     sentences = [" ".join(tok for tok, _ in sent) for f in FILES for sent in read_conll(DATA / f)]
     return itertools.islice(itertools.cycle(sentences), n_docs)

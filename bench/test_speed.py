@@ -14,8 +14,8 @@ from spacy.pipeline._parser_internals import _beam_utils
 
 import beamner
 from beamner import BeamnerEntityRecognizer
-from beamner.model import precompute
-from beamner.spacy_inputs import doc_batch, transition_system
+from beamner.engine.model import precompute
+from beamner.engine.spacy_inputs import doc_batch, transition_system
 
 WIDTHS = (1, 4, 16, 64)
 DENSITIES = (0.0001, 0.0)

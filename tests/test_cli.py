@@ -20,7 +20,12 @@ from trained_models import train_pipeline
 from typer.testing import CliRunner
 
 import beamner
-from beamner.calibration import (
+from beamner.cli.app import app
+from beamner.evaluation.evaluate import calibrate, evaluate, read_gold
+from beamner.io.conll import read_conll
+from beamner.jobs.annotate import annotate
+from beamner.jobs.rank import rank
+from beamner.probabilities.calibration import (
     CandidateSet,
     brier_score,
     expected_calibration_error,
@@ -28,10 +33,6 @@ from beamner.calibration import (
     parse_probabilities,
     reliability_table,
 )
-from beamner.cli import app
-from beamner.data import read_conll
-from beamner.evaluate import calibrate, evaluate, read_gold
-from beamner.tools import annotate, rank
 
 WNUT_DEV = DATA / "wnut17" / "emerging.dev.conll"
 WNUT_TEST = DATA / "wnut17" / "emerging.test.annotated"

@@ -23,8 +23,8 @@ from spacy_reference import (
 )
 
 import beamner
-from beamner.data import conll_to_docs, read_conll
-from beamner.spacy_inputs import _same_tokens_tags, split_move_name
+from beamner.engine.spacy_inputs import _same_tokens_tags, split_move_name
+from beamner.io.conll import conll_to_docs, read_conll
 
 LABELS = ["PER", "LOC", "ORG", "creative-work"]
 NEG_KEY = "incorrect"

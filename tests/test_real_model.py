@@ -95,7 +95,7 @@ def test_fused_upper_gemm_kernel_gives_blis_bits(nlp_sm, real_docs):  # type: ig
     an FMA kernel on CPUs it recognises); the beams equal those scored through
     spaCy's step model (blis itself) bit for bit either way."""
     from beamner._core import upper_gemm_kernel
-    from beamner.model import precompute
+    from beamner.engine.model import precompute
 
     ner = nlp_sm.get_pipe("ner")
     upper_W = precompute(ner, real_docs[:2]).upper_W

@@ -1,4 +1,5 @@
-"""Checks of the spaCy-side test harness (beamner.data, tests/spacy_reference.py) against spaCy."""
+"""Checks of the spaCy-side test harness (beamner.io.conll, tests/spacy_reference.py)
+against spaCy."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ from spacy_reference import (
     valid_row,
 )
 
-from beamner.data import (
+from beamner.io.conll import (
     conll_to_docs,
     documents_to_docs,
     group_into_documents,
@@ -61,7 +62,7 @@ def sm() -> Language:
 
 
 # ---------------------------------------------------------------------------
-# beamner.data
+# beamner.io.conll
 # ---------------------------------------------------------------------------
 
 

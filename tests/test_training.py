@@ -15,8 +15,8 @@ from spacy.training import Example
 from thinc.api import SGD, set_dropout_rate
 from trained_models import train_pipeline
 
-from beamner.data import conll_to_docs, read_conll
-from beamner.training import update_beam
+from beamner.io.conll import conll_to_docs, read_conll
+from beamner.training.beam_update import update_beam
 
 NEG_KEY = "incorrect"
 

@@ -18,7 +18,7 @@ from spacy.language import Language
 from spacy.training import Example
 from spacy.util import fix_random_seed, minibatch
 
-from beamner.data import conll_to_docs, read_conll
+from beamner.io.conll import conll_to_docs, read_conll
 
 TOK2VEC = {
     "@architectures": "spacy.HashEmbedCNN.v2",

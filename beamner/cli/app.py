@@ -1,7 +1,7 @@
 """The ``beamner`` command (``python -m beamner``): annotate, evaluate,
 calibrate and rank with a spaCy pipeline's NER beam. Each command is a thin
-wrapper around a Python function in :mod:`beamner.tools` or
-:mod:`beamner.evaluate`."""
+wrapper around a Python function in :mod:`beamner.jobs` or
+:mod:`beamner.evaluation`."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def annotate_cmd(
 
     Each output line keeps the input's keys. Streams with constant memory, flushes every batch.
     """
-    from beamner.tools import annotate
+    from beamner.jobs.annotate import annotate
 
     try:
         summary = annotate(
@@ -161,7 +161,7 @@ def evaluate_cmd(
     Top-1 P/R/F1, oracle F1 (best parse in the beam), how often the top parse is the best,
     and ECE, Brier score and a reliability table of the entity probabilities.
     """
-    from beamner.evaluate import evaluate
+    from beamner.evaluation.evaluate import evaluate
 
     try:
         report = evaluate(
@@ -245,7 +245,7 @@ def calibrate_cmd(
     Probabilities become softmax(score / T) over the final beam; T is stored as 'temperature'
     in the beamner_ner component. Reports calibration before/after on held-out data.
     """
-    from beamner.evaluate import calibrate
+    from beamner.evaluation.evaluate import calibrate
 
     try:
         result = calibrate(
@@ -315,7 +315,7 @@ def rank_cmd(
     Writes JSONL tasks with 'text', 'spans' (with 'score') and 'meta' ('score', 'entropy',
     'margin', 'uncertainty').
     """
-    from beamner.tools import rank
+    from beamner.jobs.rank import rank
 
     try:
         summary = rank(
@@ -410,7 +410,6 @@ def teach_update_cmd(
         if held and held["accuracy"] is not None:
             typer.echo(f"held-out agreement {name}: {held['accuracy']:.3f} ({held['n']} spans)")
     typer.echo(f"saved {output}")
-
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy
 from numpy.typing import NDArray
 from spacy.attrs import ENT_IOB, ENT_TYPE, IS_SPACE, LENGTH, ORTH, SENT_START
+from spacy.errors import Errors
 from spacy.strings import get_string_id
 from spacy.tokens import Doc
 from spacy.training import Example
@@ -76,15 +77,36 @@ def doc_batch(docs: Sequence[Doc], offsets: Sequence[int] | None = None) -> DocB
     )
 
 
-def gold(example: Example, neg_key: str | None = None) -> Gold:
+#: For each label hash, the move ids an NER has for it (see :func:`known_moves`).
+KnownMoves = dict[int, frozenset[int]]
+
+
+def known_moves(moves: Any) -> KnownMoves:
+    """The (move, label) pairs of a spaCy ``ner.moves``, for checking gold tags
+    as spaCy's ``lookup_transition`` does (:func:`gold`)."""
+    table: dict[int, set[int]] = {}
+    for i in range(int(moves.n_moves)):
+        move, label = split_move_name(moves.get_class_name(i))
+        table.setdefault(label, set()).add(move)
+    return {label: frozenset(ids) for label, ids in table.items()}
+
+
+def gold(example: Example, neg_key: str | None = None, known: KnownMoves | None = None) -> Gold:
     """The oracle's view of an Example, as spaCy's ``create_gold_state`` builds it:
     one action per predicted token (aligned gold BILUO tags, missing where
-    unannotated) and the negative spans under ``neg_key``."""
+    unannotated) and the negative spans under ``neg_key``.
+
+    Raises as spaCy does: with ``known`` (:func:`known_moves`), a tag the NER
+    has no move for is spaCy's ``KeyError`` E022 (``ValueError`` E869 for a
+    ``!`` label); a negative span equal to a gold entity is spaCy's
+    ``ValueError`` E868."""
+    tags: list[str | None] | None = None
     aligned = _same_tokens_tags(example)
     if aligned is not None:
         move_ids, labels = aligned
     else:
-        _, tags = example.get_aligned_ents_and_ner()
+        _, aligned_tags = example.get_aligned_ents_and_ner()
+        tags = list(aligned_tags)
         move_ids = numpy.empty(len(tags), dtype=numpy.uint8)
         labels = numpy.zeros(len(tags), dtype=numpy.uint64)
         for i, tag in enumerate(tags):
@@ -92,18 +114,19 @@ def gold(example: Example, neg_key: str | None = None) -> Gold:
                 move_ids[i] = MISSING
             else:
                 move_ids[i], labels[i] = split_move_name(tag)
+    if known is not None:
+        _check_known_moves(example, move_ids, labels, tags, known)
     negatives = numpy.zeros((0, 2), dtype=numpy.int32)
     negative_labels = numpy.zeros(0, dtype=numpy.uint64)
     if neg_key is not None:
         negs = example.get_aligned_spans_y2x(example.y.spans.get(neg_key, []), allow_overlap=True)
-        positives = {
-            (e.start_char, e.end_char, e.label) for e in example.get_aligned_ents_and_ner()[0]
-        }
-        for span in negs:
-            if (span.start_char, span.end_char, span.label) in positives:
+        neg_triples = {(s.start_char, s.end_char, s.label) for s in negs}
+        for ent in example.get_aligned_ents_and_ner()[0]:
+            if (ent.start_char, ent.end_char, ent.label) in neg_triples:
+                span = (ent.start_char, ent.end_char, ent.label_)
                 raise ValueError(
-                    f"span {span.text!r} ({span.label_}) is both a gold entity and a negative "
-                    f"example under {neg_key!r}"
+                    f"{Errors.E868.format(span=span)} (span {ent.text!r} is both a gold "
+                    f"entity and a negative example under {neg_key!r})"
                 )
         negatives = numpy.array([[s.start, s.end] for s in negs], dtype=numpy.int32).reshape(-1, 2)
         negative_labels = numpy.array([s.label for s in negs], dtype=numpy.uint64)
@@ -146,5 +169,41 @@ def _same_tokens_tags(
     return move_ids, labels
 
 
-def golds(examples: Iterable[Example], neg_key: str | None = None) -> list[Gold]:
-    return [gold(eg, neg_key) for eg in examples]
+def _check_known_moves(
+    example: Example,
+    move_ids: NDArray[numpy.uint8],
+    labels: NDArray[numpy.uint64],
+    tags: list[str | None] | None,
+    known: KnownMoves,
+) -> None:
+    """spaCy's ``lookup_transition`` errors for the first gold tag the NER has no
+    move for (arrays per distinct label, not per token)."""
+    unknown = numpy.zeros(len(move_ids), dtype=bool)
+    for label in numpy.unique(labels).tolist():
+        allowed = numpy.array(sorted(known.get(int(label), frozenset()) | {MISSING}))
+        rows = labels == label
+        unknown[rows] = ~numpy.isin(move_ids[rows], allowed)
+    if not unknown.any():
+        return
+    i = int(numpy.argmax(unknown))
+    label = int(labels[i])
+    strings = example.x.vocab.strings
+    try:
+        label_str = strings[label]
+    except KeyError:
+        label_str = str(label)
+    move_names = {v: k for k, v in _MOVE_IDS.items()}
+    tag = tags[i] if tags is not None else None
+    if tag is None:
+        tag = move_names[int(move_ids[i])] + (f"-{label_str}" if label else "")
+    where = f"(gold tag of token {i}, {example.x[i].text!r}; the NER's labels decide its moves)"
+    if label_str.startswith("!"):
+        raise ValueError(f"{Errors.E869.format(label=tag)} {where}")
+    raise KeyError(f"{Errors.E022.format(name=tag)} {where}")
+
+
+def golds(examples: Iterable[Example], neg_key: str | None = None, moves: Any = None) -> list[Gold]:
+    """:func:`gold` for each example; with ``moves`` (``ner.moves``), gold tags
+    are checked against its moves as spaCy does."""
+    known = None if moves is None else known_moves(moves)
+    return [gold(eg, neg_key, known) for eg in examples]

@@ -6,7 +6,7 @@ Gold formats (``fmt="auto"`` picks by extension): ``.spacy`` DocBin (its
 "label"}]}``, character offsets, or ``token_start``/``token_end`` inclusive,
 Prodigy's convention; tokenized by the model unless Prodigy-style ``"tokens"``
 ``[{"text", "ws"}]`` are given), anything else CoNLL/IOB (``token TAB tag``, blank line
-between sentences; :func:`beamner.data.read_conll`).
+between sentences; :func:`beamner.io.conll.read_conll`).
 
 An entity is ``(token_start, token_end, label)``; a prediction is correct when
 all three match a gold entity. ``label_map`` (``{"PERSON": "PER", ...}``)
@@ -29,11 +29,11 @@ from typing import Any
 from spacy.language import Language
 from spacy.tokens import Doc, DocBin
 
-from beamner.calibration import CandidateSet, fit_temperature
-from beamner.data import documents_to_docs, group_into_documents, read_conll
+from beamner.engine.pipes import find_ner, load_model, ner_name, upstream_disabled
+from beamner.io.conll import documents_to_docs, group_into_documents, read_conll
 from beamner.pipeline import accelerate
-from beamner.search import find_ner
-from beamner.tools import BeamDoc, beam_docs, load_model, ner_name, upstream_disabled
+from beamner.probabilities.beams import BeamDoc, beam_docs
+from beamner.probabilities.calibration import CandidateSet, fit_temperature
 
 __all__ = [
     "GoldDoc",
@@ -188,12 +188,12 @@ def _collect(
     batch_size: int,
     progress: bool | None = None,
 ) -> dict[int, _WidthStats]:
-    from beamner.tools import _progress
+    from beamner.io.records import progress_bar
 
     pipe = find_ner(nlp)
     disabled = upstream_disabled(nlp)
     stats = {w: _WidthStats() for w in widths}
-    bar = _progress(len(gold_docs), progress, "beam")
+    bar = progress_bar(len(gold_docs), progress, "beam")
     try:
         for i in range(0, len(gold_docs), batch_size):
             chunk = gold_docs[i : i + batch_size]

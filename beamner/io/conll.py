@@ -240,12 +240,3 @@ def conll_corpus(path: str | os.PathLike[str], *, sentences_per_doc: int = 1) ->
             yield Example(nlp.make_doc(doc.text), doc)
 
     return read
-
-
-def _register_reader() -> None:
-    from spacy.util import registry
-
-    registry.readers.register("beamner.ConllCorpus.v1", func=conll_corpus)
-
-
-_register_reader()

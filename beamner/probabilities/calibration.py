@@ -11,14 +11,17 @@ contain it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy
 from numpy.typing import NDArray
 
 from beamner._core import BeamBatch
+
+if TYPE_CHECKING:
+    from beamner.probabilities.calibrators import IsotonicCalibrator
 
 __all__ = [
     "CandidateSet",
@@ -27,6 +30,7 @@ __all__ = [
     "expected_calibration_error",
     "fit_temperature",
     "parse_probabilities",
+    "probability_report",
     "reliability_table",
 ]
 
@@ -122,32 +126,57 @@ class CandidateSet:
     scores: list[NDArray[numpy.float64]]
     membership: list[NDArray[numpy.bool_]]  # (n_candidates, n_parses) per doc
     correct: list[NDArray[numpy.bool_]]  # (n_candidates,) per doc
+    labels: list[list[str]] = field(default_factory=list)  # (n_candidates,) per doc
 
     @classmethod
     def empty(cls) -> CandidateSet:
-        return cls([], [], [])
+        return cls([], [], [], [])
 
-    def add(self, scores: Sequence[float], parses: Sequence[set[Any]], gold: set[Any]) -> None:
-        """One doc: parse scores, each parse's entity set, the gold entity set."""
-        candidates = sorted({ent for ents in parses for ent in ents})
-        member = numpy.zeros((len(candidates), len(parses)), dtype=numpy.bool_)
-        for j, ents in enumerate(parses):
-            for i, ent in enumerate(candidates):
-                member[i, j] = ent in ents
+    def add(
+        self,
+        scores: Sequence[float],
+        parses: Sequence[set[Any]] | Sequence[Sequence[Any]],
+        gold: set[Any],
+        label_map: Mapping[str, str] | None = None,
+    ) -> None:
+        """One doc: parse scores, each parse's entities ``(start, end, label)``,
+        the gold entity set. Candidates are the parses' entities in the
+        model's labels (what a calibrator is applied to); with ``label_map``
+        only those with a mapped label, correct when the mapped entity is gold."""
+        sets = [set(p) for p in parses]
+        candidates = sorted(
+            {ent for ents in sets for ent in ents if label_map is None or ent[2] in label_map}
+        )
+        member = numpy.zeros((len(candidates), len(sets)), dtype=numpy.bool_)
+        index = {ent: i for i, ent in enumerate(candidates)}
+        for j, ents in enumerate(sets):
+            for ent in ents:
+                i = index.get(ent)
+                if i is not None:
+                    member[i, j] = True
+        if label_map is None:
+            correct = [c in gold for c in candidates]
+        else:
+            correct = [(s, e, label_map[lab]) in gold for s, e, lab in candidates]
         self.scores.append(numpy.asarray(scores, dtype=numpy.float64))
         self.membership.append(member)
-        self.correct.append(numpy.asarray([c in gold for c in candidates], dtype=numpy.bool_))
+        self.correct.append(numpy.asarray(correct, dtype=numpy.bool_))
+        self.labels.append([str(c[2]) for c in candidates])
 
     def extend(self, other: CandidateSet) -> None:
         self.scores.extend(other.scores)
         self.membership.extend(other.membership)
         self.correct.extend(other.correct)
+        self.labels.extend(other.labels)
 
     def __len__(self) -> int:
         return sum(len(c) for c in self.correct)
 
-    def probabilities(self, temperature: float = 1.0) -> tuple[NDArray[Any], NDArray[Any]]:
-        """Flat ``(probabilities, correct)`` over all candidates."""
+    def probabilities(
+        self, temperature: float = 1.0, calibrator: IsotonicCalibrator | None = None
+    ) -> tuple[NDArray[Any], NDArray[Any]]:
+        """Flat ``(probabilities, correct)`` over all candidates: beam marginals
+        at ``temperature``, then mapped by ``calibrator`` when given."""
         probs = [
             m.astype(numpy.float64) @ parse_probabilities(s, temperature)
             for s, m in zip(self.scores, self.membership)
@@ -156,7 +185,14 @@ class CandidateSet:
         flags = [c for c in self.correct if c.size]
         if not probs:
             return numpy.zeros(0), numpy.zeros(0, dtype=numpy.bool_)
-        return numpy.clip(numpy.concatenate(probs), 0.0, 1.0), numpy.concatenate(flags)
+        p = numpy.clip(numpy.concatenate(probs), 0.0, 1.0)
+        if calibrator is not None:
+            p = calibrator(p, self.flat_labels())
+        return p, numpy.concatenate(flags)
+
+    def flat_labels(self) -> list[str]:
+        """Each candidate's label (model labels), in :meth:`probabilities` order."""
+        return [label for labels in self.labels for label in labels]
 
     def loss(self, temperature: float, objective: str = "nll") -> float:
         p, y = self.probabilities(temperature)
@@ -170,16 +206,54 @@ class CandidateSet:
             return float(-numpy.mean(numpy.where(y, numpy.log(p), numpy.log1p(-p))))
         raise ValueError(f"objective must be 'nll' or 'brier', got {objective!r}")
 
-    def metrics(self, temperature: float = 1.0, n_bins: int = 10) -> dict[str, Any]:
-        p, y = self.probabilities(temperature)
+    def metrics(
+        self,
+        temperature: float = 1.0,
+        n_bins: int = 10,
+        calibrator: IsotonicCalibrator | None = None,
+    ) -> dict[str, Any]:
+        p, y = self.probabilities(temperature, calibrator)
+        eps = 1e-12
+        q = numpy.clip(p, eps, 1.0 - eps)
+        nll = float(-numpy.mean(numpy.where(y, numpy.log(q), numpy.log1p(-q)))) if p.size else 0.0
         return {
             "temperature": temperature,
-            "n_candidates": int(p.size),
-            "ece": expected_calibration_error(p, y, n_bins),
-            "brier": brier_score(p, y),
-            "nll": self.loss(temperature, "nll"),
-            "reliability": reliability_table(p, y, n_bins),
+            "calibration": calibrator.method if calibrator is not None else None,
+            **probability_report(p, y, n_bins),
+            "nll": nll,
         }
+
+
+def probability_report(
+    probs: NDArray[Any] | Sequence[float],
+    correct: NDArray[Any] | Sequence[bool],
+    n_bins: int = 10,
+    min_prob: float = 0.1,
+    confident: float = 0.9,
+) -> dict[str, Any]:
+    """What a user of the probabilities needs to know, over candidate entities:
+    ``ece`` over all of them; ``ece_p10``, the ECE over those with
+    ``p >= min_prob`` (the beam's thousands of near-zero candidates do not
+    drown it, and it does not move with the beam density); ``n_p10``;
+    ``precision_p90``, the fraction right among those with ``p >= confident``
+    (None when there are none) and ``n_p90``; ``brier``; the ``reliability``
+    table over all candidates."""
+    p = numpy.clip(numpy.asarray(probs, dtype=numpy.float64), 0.0, 1.0)
+    y = numpy.asarray(correct, dtype=numpy.bool_)
+    if p.shape != y.shape:
+        raise ValueError(f"probs {p.shape} and correct {y.shape} differ in shape")
+    likely = p >= min_prob
+    sure = p >= confident
+    return {
+        "n_candidates": int(p.size),
+        "ece": expected_calibration_error(p, y, n_bins),
+        "ece_p10": expected_calibration_error(p[likely], y[likely], n_bins),
+        "n_p10": int(likely.sum()),
+        "precision_p90": float(y[sure].mean()) if sure.any() else None,
+        "n_p90": int(sure.sum()),
+        "brier": brier_score(p, y),
+        "reliability": reliability_table(p, y, n_bins),
+    }
 
 
 def fit_temperature(
@@ -190,29 +264,29 @@ def fit_temperature(
 ) -> float:
     """The temperature minimising ``objective`` (``"nll"``: binary
     cross-entropy of entity correctness, or ``"brier"``) over ``candidates``:
-    a coarse grid over ``log T`` then golden-section search around the best
-    grid point."""
+    a coarse grid over ``log T`` brackets the minimum (the loss need not be
+    convex in ``T``), then scipy's bounded Brent search refines it."""
     lo, hi = math.log(bounds[0]), math.log(bounds[1])
     if not lo < hi:
         raise ValueError(f"bad bounds {bounds}")
     candidates.loss(1.0, objective)  # validates the objective
+    try:
+        from scipy.optimize import minimize_scalar
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            f'fitting a temperature needs scipy ({err}); pip install "beamner[calibration]"'
+        ) from None
     grid = numpy.linspace(lo, hi, 41)
     losses = [candidates.loss(math.exp(x), objective) for x in grid]
     k = int(numpy.argmin(losses))
-    a, b = grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]
-    ratio = (math.sqrt(5.0) - 1.0) / 2.0
-    c, d = b - ratio * (b - a), a + ratio * (b - a)
-    fc, fd = candidates.loss(math.exp(c), objective), candidates.loss(math.exp(d), objective)
-    while b - a > tol:
-        if fc < fd:
-            b, d, fd = d, c, fc
-            c = b - ratio * (b - a)
-            fc = candidates.loss(math.exp(c), objective)
-        else:
-            a, c, fc = c, d, fd
-            d = a + ratio * (b - a)
-            fd = candidates.loss(math.exp(d), objective)
-    best = (a + b) / 2.0
-    if candidates.loss(math.exp(best), objective) > losses[k]:
+    a, b = float(grid[max(k - 1, 0)]), float(grid[min(k + 1, len(grid) - 1)])
+    result = minimize_scalar(
+        lambda x: candidates.loss(math.exp(x), objective),
+        bounds=(a, b),
+        method="bounded",
+        options={"xatol": tol},
+    )
+    best = float(result.x)
+    if not result.success or float(result.fun) > losses[k]:
         best = float(grid[k])
     return math.exp(best)

@@ -17,8 +17,8 @@ from spacy.training import Example
 from thinc.api import NumpyOps
 
 from beamner._core import BeamUpdate
-from beamner.model import to_host
-from beamner.spacy_inputs import doc_batch, gold, transition_system
+from beamner.engine.model import to_host
+from beamner.engine.spacy_inputs import doc_batch, golds, transition_system
 
 _NUMPY_OPS = NumpyOps()
 Backprop = Callable[[NDArray[numpy.float32]], None]
@@ -206,7 +206,7 @@ def update_beam(
     update = BeamUpdate(
         transition_system(moves),
         doc_batch([eg.predicted for eg in kept], offsets=offsets),
-        [gold(eg, moves.neg_key) for eg in kept],
+        golds(kept, moves.neg_key, moves),
         beam_width,
         beam_density,
     )

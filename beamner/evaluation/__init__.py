@@ -1,0 +1,1 @@
+"""Measuring a pipeline's beam against gold data: ``evaluate`` and ``calibrate``."""

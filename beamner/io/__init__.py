@@ -1,0 +1,1 @@
+"""Reading and writing data: CoNLL corpora, input records, JSONL output."""

@@ -1,0 +1,1 @@
+"""Streaming jobs over files of records: ``annotate`` and ``rank``."""

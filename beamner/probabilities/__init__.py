@@ -1,0 +1,1 @@
+"""Entity and parse probabilities from the beam, and their calibration."""

@@ -1,0 +1,1 @@
+"""Training: the native global (beam) update."""
