@@ -29,8 +29,10 @@ Busy busy_lock(PyBeamBatch& b) { return Busy(b.mutex, "BeamBatch"); }
 std::unique_ptr<PyBeamBatch> make_batch(const TransitionSystem& system, const DocBatch& docs,
                                         int width, float density,
                                         const std::optional<std::vector<Gold>>& golds,
-                                        bool follow_gold, bool compact_history) {
+                                        bool follow_gold, bool compact_history,
+                                        const std::string& normalize) {
   BeamOptions options;
+  options.normalize = parse_normalize(normalize);
   options.compact_history = compact_history;
   options.width = width;
   options.density = density;
@@ -175,6 +177,16 @@ py::tuple beam_arrays(PyBeamBatch& self, int doc) {
   return py::make_tuple(scores, probs, histories);
 }
 
+py::dict entity_bounds(PyBeamBatch& self, int doc) {
+  Busy busy = busy_lock(self);
+  py::dict out;
+  for (const EntityBounds& b : self.batch.entity_bounds(doc)) {
+    out[py::make_tuple(b.entity.start, b.entity.end, b.entity.label)] =
+        py::make_tuple(b.lower, b.upper);
+  }
+  return out;
+}
+
 py::dict entity_probabilities(PyBeamBatch& self, int doc) {
   Busy busy = busy_lock(self);
   py::dict out;
@@ -218,12 +230,16 @@ void bind_beam_batch(py::module_& m) {
                           "Beam search over many documents with thinc's Beam semantics.")
       .def(py::init(&make_batch), py::arg("system"), py::arg("docs"), py::arg("width") = 1,
            py::arg("density") = 0.0f, py::arg("golds") = py::none(), py::arg("follow_gold") = false,
-           py::arg("compact_history") = true)
+           py::arg("compact_history") = true, py::arg("normalize") = "none")
       .def_property_readonly("n_docs", [](const PyBeamBatch& b) { return b.batch.n_docs(); })
       .def_property_readonly("n_actions", [](const PyBeamBatch& b) { return b.batch.n_actions(); })
       .def_property_readonly("width", [](const PyBeamBatch& b) { return b.batch.options().width; })
       .def_property_readonly("density",
                              [](const PyBeamBatch& b) { return b.batch.options().density; })
+      .def_property_readonly(
+          "normalize",
+          [](const PyBeamBatch& b) { return normalize_name(b.batch.options().normalize); },
+          "'none' (raw scores, spaCy's beam) or 'local' (log-softmax over valid actions).")
       .def_property_readonly("is_done",
                              [](PyBeamBatch& b) {
                                Busy busy = busy_lock(b);
@@ -289,7 +305,20 @@ void bind_beam_batch(py::module_& m) {
       .def("beam_arrays", &beam_arrays, py::arg("doc"),
            "(scores (k,) float32, probabilities (k,) float64, histories (k, n_tokens) int32).")
       .def("entity_probabilities", &entity_probabilities, py::arg("doc"),
-           "{(start, end, label): probability summed over the beam's parses}.");
+           "{(start, end, label): probability summed over the beam's parses}.")
+      .def(
+          "coverage",
+          [](PyBeamBatch& b, int doc) {
+            Busy busy = busy_lock(b);
+            return b.batch.coverage(doc);
+          },
+          py::arg("doc"),
+          "normalize='local' only (else ValueError): the model probability the document's "
+          "final beam holds, sum of exp(score) over its parses.")
+      .def("entity_bounds", &entity_bounds, py::arg("doc"),
+           "normalize='local' only (else ValueError): {(start, end, label): (lower, upper)}, "
+           "the interval the entity's marginal under the model lies in: the mass of the beam's "
+           "parses holding it, and that plus 1 - coverage.");
 }
 
 }  // namespace beamner::python

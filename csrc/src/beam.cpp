@@ -11,6 +11,7 @@
 #include <string>
 
 #include "beamner/beam.hpp"
+#include "log_softmax.hpp"
 
 namespace beamner {
 namespace {
@@ -80,6 +81,22 @@ void check_golds(const DocBatch& docs, const std::vector<Gold>& golds) {
 
 }  // namespace
 
+const char* normalize_name(Normalize normalize) {
+  switch (normalize) {
+    case Normalize::kNone:
+      return "none";
+    case Normalize::kLocal:
+      return "local";
+  }
+  return "?";
+}
+
+Normalize parse_normalize(const std::string& name) {
+  if (name == "none") return Normalize::kNone;
+  if (name == "local") return Normalize::kLocal;
+  throw std::invalid_argument("normalize must be 'none' or 'local', got '" + name + "'");
+}
+
 BeamBatch::BeamBatch(const TransitionSystem& system, DocBatch docs, BeamOptions options,
                      std::vector<Gold> golds)
     : system_(system), docs_(std::move(docs)), options_(options), golds_(std::move(golds)) {
@@ -89,6 +106,10 @@ BeamBatch::BeamBatch(const TransitionSystem& system, DocBatch docs, BeamOptions 
   if (!(options_.density >= 0.0f && options_.density <= 1.0f)) {
     throw std::invalid_argument("beam density must be in [0, 1], got " +
                                 std::to_string(options_.density));
+  }
+  if (options_.normalize != Normalize::kNone && options_.normalize != Normalize::kLocal) {
+    throw std::invalid_argument("normalize must be Normalize::kNone or Normalize::kLocal, got " +
+                                std::to_string(static_cast<int>(options_.normalize)));
   }
   if (options_.follow_gold && golds_.empty()) {
     throw std::invalid_argument("follow_gold needs golds (one per document), got none");
@@ -199,6 +220,14 @@ void BeamBatch::advance(const float* scores, std::int64_t n_rows, std::int64_t n
   valid_.resize(n_valid_cells);
   costs_.assign(golds_.empty() ? 0 : n_valid_cells, 0.0f);
   compute_valid(valid_.data(), costs_.empty() ? nullptr : costs_.data());
+  if (options_.normalize == Normalize::kLocal) {
+    // From here on the beam sees the log-softmaxed scores, exactly as
+    // thinc's beam would if it were fed them.
+    normalized_.resize(n_valid_cells);
+    log_softmax_valid_rows(scores, valid_.data(), n_rows, n_cols, normalized_.data(),
+                           softmax_scratch_);
+    scores = normalized_.data();
+  }
   // Every document must keep at least one candidate, or thinc's beam would
   // end up empty; check all before changing anything.
   {
@@ -436,6 +465,53 @@ std::vector<Parse> BeamBatch::parses(int doc) const {
     p.loss = s.loss;
     p.history = history_of(beam, s.node);
     p.entities = system_.entities(p.history.data(), p.history.size(), s.state.length);
+  }
+  return out;
+}
+
+void BeamBatch::require_normalized(const char* what) const {
+  if (options_.normalize != Normalize::kLocal) {
+    throw std::invalid_argument(std::string(what) +
+                                " needs normalize='local': with normalize='none' the beam adds "
+                                "raw scores, which are not log-probabilities");
+  }
+}
+
+double BeamBatch::coverage(int doc) const {
+  require_normalized("coverage");
+  double total = 0.0;
+  for (const Parse& p : parses(doc)) total += std::exp(static_cast<double>(p.score));
+  return total;
+}
+
+std::vector<EntityBounds> BeamBatch::entity_bounds(int doc) const {
+  require_normalized("entity bounds");
+  const std::vector<Parse> beam = parses(doc);
+  double covered = 0.0;
+  for (const Parse& p : beam) covered += std::exp(static_cast<double>(p.score));
+  // Float32 score sums may put the coverage a rounding error above 1.
+  const double missing = std::max(0.0, 1.0 - covered);
+  std::vector<std::pair<Entity, std::size_t>> items;  // entity, parse index
+  for (std::size_t i = 0; i < beam.size(); ++i) {
+    for (const Entity& e : beam[i].entities) items.emplace_back(e, i);
+  }
+  std::stable_sort(items.begin(), items.end(), [](const auto& a, const auto& b) {
+    const Entity& x = a.first;
+    const Entity& y = b.first;
+    if (x.start != y.start) return x.start < y.start;
+    if (x.end != y.end) return x.end < y.end;
+    return x.label < y.label;
+  });
+  std::vector<EntityBounds> out;
+  for (const auto& [entity, i] : items) {
+    const Parse& p = beam[i];
+    if (out.empty() || !(out.back().entity == entity)) out.push_back({entity, 0.0, 0.0, 0.0});
+    out.back().probability += p.probability;
+    out.back().lower += std::exp(static_cast<double>(p.score));
+  }
+  for (EntityBounds& b : out) {
+    b.lower = std::min(1.0, b.lower);
+    b.upper = std::min(1.0, b.lower + missing);
   }
   return out;
 }

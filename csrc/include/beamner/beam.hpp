@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -15,6 +16,21 @@
 #include "beamner/types.hpp"
 
 namespace beamner {
+
+/// What the beam adds up as a step's scores.
+enum class Normalize : std::uint8_t {
+  /// The model's raw scores, as thinc's beam adds them (spaCy's behaviour).
+  kNone = 0,
+  /// Each state's scores as a log-softmax over its valid actions (double
+  /// log-sum-exp, then float32), so a parse's score is the model's sequence
+  /// log-probability. Density, ordering and tie-breaking work on these.
+  kLocal = 1,
+};
+
+/// "none" or "local".
+const char* normalize_name(Normalize normalize);
+/// Parses "none" / "local"; throws std::invalid_argument naming the choices.
+Normalize parse_normalize(const std::string& name);
 
 struct BeamOptions {
   /// Beam width k (>= 1).
@@ -28,6 +44,20 @@ struct BeamOptions {
   /// a long document keeps O(length + width) nodes, not O(length * width).
   /// BeamUpdate turns it off: it keeps node ids from earlier steps.
   bool compact_history = true;
+  /// Raw scores (kNone, spaCy's) or locally normalized ones (kLocal).
+  Normalize normalize = Normalize::kNone;
+};
+
+/// A candidate entity of a normalized beam (Normalize::kLocal): its
+/// probability under the beam's posterior, and the interval its true marginal
+/// (under the model) lies in: `lower` is the model probability of the beam's
+/// parses that hold it, `upper` that plus the mass the beam does not hold
+/// (1 - coverage). Where the beam holds every parse, lower == upper.
+struct EntityBounds {
+  Entity entity;
+  double probability = 0.0;  ///< Summed softmax probabilities of the parses holding it.
+  double lower = 0.0;
+  double upper = 0.0;
 };
 
 /// One finished parse of a document.
@@ -76,6 +106,14 @@ class BeamBatch {
   std::vector<std::pair<Entity, double>> entity_probabilities(int doc) const;
   /// History nodes the document's beam holds now (memory diagnostics).
   std::size_t history_nodes(int doc) const;
+  /// Normalize::kLocal only: the model probability the document's final beam
+  /// holds, the sum of exp(score) over its parses (each score is a sequence
+  /// log-probability). Throws std::invalid_argument under Normalize::kNone.
+  double coverage(int doc) const;
+  /// Normalize::kLocal only: entity_probabilities with each entity's bounds,
+  /// [mass of the parses holding it, that + 1 - coverage] (clipped to [0, 1]).
+  /// Throws std::invalid_argument under Normalize::kNone.
+  std::vector<EntityBounds> entity_bounds(int doc) const;
 
  private:
   struct Slot {
@@ -105,6 +143,7 @@ class BeamBatch {
   };
 
   void check_doc(int doc) const;
+  void require_normalized(const char* what) const;
   /// Validity (and costs, when `costs` is not null) of the unfinished states' rows.
   void compute_valid(std::uint8_t* valid, float* costs) const;
   void expand(int doc, const float* rows, const std::uint8_t* valid, const float* costs);
@@ -122,6 +161,8 @@ class BeamBatch {
   std::vector<double> exps_;  ///< exp(score - max) of each candidate (density clipping).
   std::vector<std::uint8_t> valid_;
   std::vector<float> costs_;
+  std::vector<float> normalized_;  ///< Log-softmaxed step scores (kLocal).
+  std::vector<double> softmax_scratch_;
   std::vector<std::int64_t> row_of_slot_;
   std::vector<std::int32_t> new_index_;
   int steps_ = 0;
