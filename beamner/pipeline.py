@@ -15,7 +15,7 @@ from thinc.api import Config, Model
 
 from beamner._core import BeamBatch
 from beamner._spacy_states import build_beam, build_state
-from beamner.engine.search import beam_search
+from beamner.engine.search import beam_search, check_normalize
 from beamner.probabilities.calibration import entity_probabilities
 from beamner.training.beam_update import update_beam
 
@@ -25,6 +25,7 @@ BEAMNER_DEFAULTS: dict[str, Any] = {
     "span_threshold": 0.1,
     "fused": True,
     "temperature": 1.0,
+    "normalize": "none",
 }
 
 
@@ -58,6 +59,7 @@ class BeamnerEntityRecognizer(EntityRecognizer):  # type: ignore[misc]
         span_threshold: float = 0.1,
         fused: bool = True,
         temperature: float = 1.0,
+        normalize: str = "none",
     ) -> None:
         kwargs: dict[str, Any] = {} if scorer is None else {"scorer": scorer}
         super().__init__(
@@ -77,6 +79,7 @@ class BeamnerEntityRecognizer(EntityRecognizer):  # type: ignore[misc]
             raise ValueError(f"span_threshold must be in [0, 1], got {span_threshold}")
         if not temperature > 0.0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.cfg["normalize"] = check_normalize(normalize)
         self.cfg.update(
             spans_key=spans_key, span_threshold=span_threshold, fused=fused, temperature=temperature
         )
@@ -119,7 +122,14 @@ class BeamnerEntityRecognizer(EntityRecognizer):  # type: ignore[misc]
         )
 
     def _search(self, docs: list[Doc], width: int, density: float) -> BeamBatch:
-        return beam_search(self, docs, width, density, fused=bool(self.cfg.get("fused", True)))
+        return beam_search(
+            self,
+            docs,
+            width,
+            density,
+            fused=bool(self.cfg.get("fused", True)),
+            normalize=check_normalize(str(self.cfg.get("normalize", "none"))),
+        )
 
     def beam_parse(
         self, docs: Sequence[Doc], beam_width: int, drop: float = 0.0, beam_density: float = 0.0
@@ -224,6 +234,7 @@ def make_beamner_ner(
     span_threshold: float,
     fused: bool,
     temperature: float,
+    normalize: str,
 ) -> BeamnerEntityRecognizer:
     """Factory ``beamner_ner``: ``beam_ner``'s settings plus ``spans_key``,
     ``span_threshold``, ``fused`` (run each search fully natively) and
@@ -243,6 +254,7 @@ def make_beamner_ner(
         span_threshold=span_threshold,
         fused=fused,
         temperature=temperature,
+        normalize=normalize,
     )
 
 
@@ -255,6 +267,8 @@ def accelerate(nlp: Language, **settings: Any) -> Language:
     unknown = set(settings) - {"beam_width", "beam_density", *BEAMNER_DEFAULTS}
     if unknown:
         raise TypeError(f"unknown settings for accelerate: {sorted(unknown)}")
+    if "normalize" in settings:
+        check_normalize(settings["normalize"])
     found = False
     for i, (name, pipe) in enumerate(nlp._components):
         if isinstance(pipe, BeamnerEntityRecognizer):
