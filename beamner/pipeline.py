@@ -3,8 +3,8 @@ beam search, and :func:`accelerate` to swap it into a loaded pipeline."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, overload
 
 import numpy
 from spacy.language import Language
@@ -15,7 +15,7 @@ from thinc.api import Config, Model
 
 from beamner._core import BeamBatch
 from beamner._spacy_states import build_beam, build_state
-from beamner.engine.search import beam_search, check_normalize
+from beamner.engine.search import beam_search
 from beamner.probabilities.calibration import entity_probabilities
 from beamner.training.beam_update import update_beam
 
@@ -25,7 +25,6 @@ BEAMNER_DEFAULTS: dict[str, Any] = {
     "span_threshold": 0.1,
     "fused": True,
     "temperature": 1.0,
-    "normalize": "none",
 }
 
 
@@ -59,7 +58,6 @@ class BeamnerEntityRecognizer(EntityRecognizer):  # type: ignore[misc]
         span_threshold: float = 0.1,
         fused: bool = True,
         temperature: float = 1.0,
-        normalize: str = "none",
     ) -> None:
         kwargs: dict[str, Any] = {} if scorer is None else {"scorer": scorer}
         super().__init__(
@@ -79,7 +77,6 @@ class BeamnerEntityRecognizer(EntityRecognizer):  # type: ignore[misc]
             raise ValueError(f"span_threshold must be in [0, 1], got {span_threshold}")
         if not temperature > 0.0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.cfg["normalize"] = check_normalize(normalize)
         self.cfg.update(
             spans_key=spans_key, span_threshold=span_threshold, fused=fused, temperature=temperature
         )
@@ -122,14 +119,7 @@ class BeamnerEntityRecognizer(EntityRecognizer):  # type: ignore[misc]
         )
 
     def _search(self, docs: list[Doc], width: int, density: float) -> BeamBatch:
-        return beam_search(
-            self,
-            docs,
-            width,
-            density,
-            fused=bool(self.cfg.get("fused", True)),
-            normalize=check_normalize(str(self.cfg.get("normalize", "none"))),
-        )
+        return beam_search(self, docs, width, density, fused=bool(self.cfg.get("fused", True)))
 
     def beam_parse(
         self, docs: Sequence[Doc], beam_width: int, drop: float = 0.0, beam_density: float = 0.0
@@ -155,12 +145,12 @@ class BeamnerEntityRecognizer(EntityRecognizer):  # type: ignore[misc]
             return self.moves.init_batch(docs)
         if self.cfg["beam_width"] == 1 and not self.cfg.get("spans_key"):
             return self.greedy_parse(docs, drop=0.0)
-        return _NativeParses(
-            docs, self._search(docs, self.cfg["beam_width"], self.cfg["beam_density"])
+        return NativeBeams(
+            self.moves, docs, self._search(docs, self.cfg["beam_width"], self.cfg["beam_density"])
         )
 
     def set_annotations(self, docs: Sequence[Doc], states_or_beams: Any) -> None:
-        if not isinstance(states_or_beams, _NativeParses):
+        if not isinstance(states_or_beams, NativeBeams):
             super().set_annotations(docs, states_or_beams)
             return
         batch = states_or_beams.batch
@@ -177,15 +167,62 @@ class BeamnerEntityRecognizer(EntityRecognizer):  # type: ignore[misc]
                 doc.spans[key] = _scored_spans(doc, key, probs, threshold)
 
 
-class _NativeParses:
-    """What ``predict`` hands to ``set_annotations``: the finished native beams."""
+class NativeBeams(Sequence[Any]):
+    """What ``predict`` returns: the finished native beams, read as spaCy's
+    ``beam_ner`` result, one thinc ``Beam`` per doc (``scored_ents``,
+    ``moves.get_beam_parses``, ``Parser.set_annotations``, iteration, ``len``,
+    indexing), or, at width 1, the best parse's ``StateClass`` per doc as
+    ``greedy_parse`` returns. Each Beam (or state) is built from the native
+    arrays the first time it is read; ``BeamnerEntityRecognizer.set_annotations``
+    reads the arrays directly and builds none (the ``nlp.pipe`` path)."""
 
-    def __init__(self, docs: list[Doc], batch: BeamBatch) -> None:
+    def __init__(self, moves: Any, docs: list[Doc], batch: BeamBatch) -> None:
+        self.moves = moves
         self.docs = docs
         self.batch = batch
+        self._offsets = numpy.cumsum([0] + [len(doc) for doc in docs[:-1]], dtype=numpy.int64)
+        self._built: list[Any] = [None] * len(docs)
 
-    def __iter__(self) -> Any:  # spaCy's collect_states iterates results with docs
-        raise TypeError("native beam results go to BeamnerEntityRecognizer.set_annotations")
+    def __len__(self) -> int:
+        return len(self.docs)
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Any]: ...
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return [self._item(i) for i in range(len(self.docs))[index]]
+        n = len(self.docs)
+        if not -n <= index < n:
+            raise IndexError(f"beam index {index} out of range for {n} docs")
+        return self._item(index % n)
+
+    def __iter__(self) -> Iterator[Any]:
+        return (self._item(i) for i in range(len(self.docs)))
+
+    def __repr__(self) -> str:
+        built = sum(item is not None for item in self._built)
+        return (
+            f"<NativeBeams: {len(self.docs)} docs, width {self.batch.width}, "
+            f"{built} built as spaCy objects>"
+        )
+
+    def _item(self, i: int) -> Any:
+        item = self._built[i]
+        if item is None:
+            scores, _, histories = self.batch.beam_arrays(i)
+            doc = self.docs[i]
+            if self.batch.width == 1:
+                item = build_state(self.moves, doc, histories[0])
+            else:
+                offset = int(self._offsets[i])
+                width, density = self.batch.width, self.batch.density
+                item = build_beam(self.moves, doc, offset, width, density, scores, histories)
+            self._built[i] = item
+        return item
 
 
 def _scored_spans(
@@ -234,7 +271,6 @@ def make_beamner_ner(
     span_threshold: float,
     fused: bool,
     temperature: float,
-    normalize: str,
 ) -> BeamnerEntityRecognizer:
     """Factory ``beamner_ner``: ``beam_ner``'s settings plus ``spans_key``,
     ``span_threshold``, ``fused`` (run each search fully natively) and
@@ -254,7 +290,6 @@ def make_beamner_ner(
         span_threshold=span_threshold,
         fused=fused,
         temperature=temperature,
-        normalize=normalize,
     )
 
 
@@ -267,8 +302,6 @@ def accelerate(nlp: Language, **settings: Any) -> Language:
     unknown = set(settings) - {"beam_width", "beam_density", *BEAMNER_DEFAULTS}
     if unknown:
         raise TypeError(f"unknown settings for accelerate: {sorted(unknown)}")
-    if "normalize" in settings:
-        check_normalize(settings["normalize"])
     found = False
     for i, (name, pipe) in enumerate(nlp._components):
         if isinstance(pipe, BeamnerEntityRecognizer):

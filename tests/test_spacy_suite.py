@@ -1,0 +1,158 @@
+"""spaCy 3.8's own tests, from the installed wheel and unchanged, with the
+``beam_ner`` factory building beamner's component.
+
+Each path runs in a child ``pytest`` over ``--pyargs spacy.tests.parser.test_ner
+spacy.tests.parser.test_add_label`` with the plugin tests/spacy_suite_plugin.py
+(factory override, per-test counters of beamner's engine calls). The fused path
+runs both files whole; the step-scored path (``fused=False``) runs the tests that
+use ``beam_ner`` (the others never reach beamner). A test here fails when a spaCy
+test fails or is skipped, when a spaCy test that builds ``beam_ner`` is missing
+from the run, or when the counters do not show beamner's native engine serving
+every beam search."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import spacy
+from spacy_suite_plugin import FUSED_ENV, ONLY_BEAM_NER_ENV, REPORT_ENV
+
+SPACY_TEST_MODULES = ["spacy.tests.parser.test_ner", "spacy.tests.parser.test_add_label"]
+SPACY_DIR = Path(spacy.__file__).resolve().parent
+SITE_PACKAGES = SPACY_DIR.parent
+TESTS_DIR = Path(__file__).resolve().parent
+BUILDS_BEAM_NER = re.compile(r"""["']beam_ner["']""")
+
+
+def _module_path(module: str) -> Path:
+    return SITE_PACKAGES.joinpath(*module.split(".")).with_suffix(".py")
+
+
+def beam_ner_tests() -> set[str]:
+    """The tests of SPACY_TEST_MODULES whose source uses ``beam_ner``, found
+    here from the files' syntax trees (independently of the plugin), as
+    ``path::name`` node ids."""
+    found = set()
+    for module_name in SPACY_TEST_MODULES:
+        path = _module_path(module_name)
+        source = path.read_text(encoding="utf-8")
+        rel = path.relative_to(SITE_PACKAGES).as_posix()
+        for node in ast.parse(source).body:
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+                if "beam_ner" in (ast.get_source_segment(source, node) or ""):
+                    found.add(f"{rel}::{node.name}")
+    return found
+
+
+def test_every_spacy_test_file_that_builds_beam_ner_is_run() -> None:
+    """Every file of spaCy's installed tests that names the ``beam_ner``
+    factory is one this suite runs."""
+    users = {
+        path.relative_to(SITE_PACKAGES).as_posix()
+        for path in (SPACY_DIR / "tests").rglob("*.py")
+        if BUILDS_BEAM_NER.search(path.read_text(encoding="utf-8"))
+    }
+    expected = {_module_path(m).relative_to(SITE_PACKAGES).as_posix() for m in SPACY_TEST_MODULES}
+    assert users == expected
+    assert len(beam_ner_tests()) >= 8
+
+
+def run_spacy_suite(tmp_path: Path, *, fused: bool, only_beam_ner: bool) -> dict[str, Any]:
+    report_path = tmp_path / "report.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS_DIR), env.get("PYTHONPATH")]))
+    env[FUSED_ENV] = "1" if fused else "0"
+    env[ONLY_BEAM_NER_ENV] = "1" if only_beam_ner else "0"
+    env[REPORT_ENV] = str(report_path)
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "spacy_suite_plugin",
+        "-p",
+        "no:cacheprovider",
+        "-W",
+        "error",
+        "-q",
+        "-rfEs",
+        "--rootdir",
+        str(SITE_PACKAGES),
+        "--pyargs",
+        *SPACY_TEST_MODULES,
+    ]
+    # cwd: an empty folder, so that no pytest configuration of this repository applies.
+    done = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
+    )
+    output = done.stdout[-6000:] + done.stderr[-3000:]
+    assert done.returncode == 0, f"spaCy's tests failed under beamner (fused={fused}):\n{output}"
+    assert report_path.exists(), output
+    report: dict[str, Any] = json.loads(report_path.read_text(encoding="utf-8"))
+    report["output"] = output
+    return report
+
+
+@pytest.mark.parametrize(
+    ("fused", "only_beam_ner"),
+    [(True, False), (False, True)],
+    ids=["fused-whole-files", "step-scored-beam-ner-tests"],
+)
+def test_spacy_tests_pass_with_beamner_serving_beam_ner(
+    tmp_path: Path, fused: bool, only_beam_ner: bool
+) -> None:
+    report = run_spacy_suite(tmp_path, fused=fused, only_beam_ner=only_beam_ner)
+    assert report["fused"] is fused
+    tests: dict[str, Any] = report["tests"]
+    outcomes = Counter(t["outcome"] for t in tests.values())
+    assert set(outcomes) <= {"passed", "skipped"}, outcomes
+
+    # Every spaCy test that uses beam_ner ran, passed and built beamner's component.
+    expected = beam_ner_tests()
+    ran_beam_ner = {nodeid.split("[")[0] for nodeid, t in tests.items() if t["mentions_beam_ner"]}
+    assert ran_beam_ner == expected
+    for nodeid, t in tests.items():
+        if t["mentions_beam_ner"]:
+            assert t["outcome"] == "passed", nodeid
+            assert t["counts"].get("beamner components built", 0) >= 1, nodeid
+        else:
+            assert not only_beam_ner, nodeid
+            assert "beamner components built" not in t["counts"], nodeid
+    if not only_beam_ner:
+        assert outcomes["passed"] > len(expected)  # the whole files, not only beam_ner's
+
+    # Every beam search of the component went through beamner's native engine,
+    # on the requested path only.
+    path = "fused" if fused else "step-scored"
+    other = "step-scored" if fused else "fused"
+    total: Counter[str] = Counter()
+    for nodeid, t in tests.items():
+        counts = Counter(t["counts"])
+        total.update(counts)
+        searches = counts[f"native searches ({path})"]
+        assert counts[f"native searches ({other})"] == 0, nodeid
+        assert searches == counts["predict calls (beam)"] + counts["beam_parse calls"], nodeid
+        assert counts["native BeamBatch built"] == searches, nodeid
+    assert total[f"native searches ({path})"] >= 5
+    if fused:
+        assert total["fused lower layer precomputed"] == total["native searches (fused)"]
+        assert total["step scorers built"] == 0
+    else:
+        assert total["step scorers built"] == total["native searches (step-scored)"]
+        assert total["fused lower layer precomputed"] == 0
+    # spaCy's tests read the predictions as Beams (scored_ents) and as parses
+    # (nlp(text), set_annotations): both were built from native results.
+    assert total["thinc Beams built from native results"] >= 3
+    assert total["states built from native results"] >= 2
+    # Global training updates (beam_update_prob=0.5 over dozens of updates) ran natively.
+    assert total["native BeamUpdate built"] >= 1
+    assert total["native BeamUpdate built"] <= total["update_beam calls"]
