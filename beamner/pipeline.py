@@ -10,13 +10,16 @@ import numpy
 from spacy.language import Language
 from spacy.pipeline import EntityRecognizer
 from spacy.pipeline.ner import DEFAULT_NER_MODEL
-from spacy.tokens import Doc, SpanGroup
+from spacy.tokens import Doc, Span, SpanGroup
 from thinc.api import Config, Model
 
 from beamner._core import BeamBatch
 from beamner._spacy_states import build_beam, build_state
-from beamner.engine.search import beam_search
+from beamner.engine.search import beam_search, check_normalize
 from beamner.probabilities.calibration import entity_probabilities
+from beamner.probabilities.calibrators import apply_calibration, calibrator_for
+from beamner.probabilities.decoding import DECODE_MODES, marginal_entities
+from beamner.probabilities.spans import SPANS_LAYOUTS, singlelabel_group
 from beamner.training.beam_update import update_beam
 
 #: Settings beamner adds to spaCy's ``beam_ner`` ones.
@@ -25,6 +28,10 @@ BEAMNER_DEFAULTS: dict[str, Any] = {
     "span_threshold": 0.1,
     "fused": True,
     "temperature": 1.0,
+    "normalize": "none",
+    "decode": "best",
+    "spans_layout": "entities",
+    "spans_allow_overlap": True,
 }
 
 
@@ -58,6 +65,10 @@ class BeamnerEntityRecognizer(EntityRecognizer):  # type: ignore[misc]
         span_threshold: float = 0.1,
         fused: bool = True,
         temperature: float = 1.0,
+        normalize: str = "none",
+        decode: str = "best",
+        spans_layout: str = "entities",
+        spans_allow_overlap: bool = True,
     ) -> None:
         kwargs: dict[str, Any] = {} if scorer is None else {"scorer": scorer}
         super().__init__(
@@ -77,9 +88,16 @@ class BeamnerEntityRecognizer(EntityRecognizer):  # type: ignore[misc]
             raise ValueError(f"span_threshold must be in [0, 1], got {span_threshold}")
         if not temperature > 0.0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.cfg["normalize"] = check_normalize(normalize)
+        if decode not in DECODE_MODES:
+            raise ValueError(f"decode must be one of {DECODE_MODES}, got {decode!r}")
         self.cfg.update(
             spans_key=spans_key, span_threshold=span_threshold, fused=fused, temperature=temperature
         )
+        self.cfg["decode"] = decode
+        if spans_layout not in SPANS_LAYOUTS:
+            raise ValueError(f"spans_layout must be one of {SPANS_LAYOUTS}, got {spans_layout!r}")
+        self.cfg.update(spans_layout=spans_layout, spans_allow_overlap=bool(spans_allow_overlap))
 
     @classmethod
     def from_pipe(cls, pipe: EntityRecognizer, **settings: Any) -> BeamnerEntityRecognizer:
@@ -119,7 +137,14 @@ class BeamnerEntityRecognizer(EntityRecognizer):  # type: ignore[misc]
         )
 
     def _search(self, docs: list[Doc], width: int, density: float) -> BeamBatch:
-        return beam_search(self, docs, width, density, fused=bool(self.cfg.get("fused", True)))
+        return beam_search(
+            self,
+            docs,
+            width,
+            density,
+            fused=bool(self.cfg.get("fused", True)),
+            normalize=check_normalize(str(self.cfg.get("normalize", "none"))),
+        )
 
     def beam_parse(
         self, docs: Sequence[Doc], beam_width: int, drop: float = 0.0, beam_density: float = 0.0
@@ -159,12 +184,26 @@ class BeamnerEntityRecognizer(EntityRecognizer):  # type: ignore[misc]
         ]
         super().set_annotations(docs, best)
         key = self.cfg.get("spans_key")
-        if key:
-            threshold = float(self.cfg.get("span_threshold", 0.0))
-            temperature = float(self.cfg.get("temperature", 1.0))
-            for i, doc in enumerate(docs):
-                probs = entity_probabilities(batch, i, temperature)
-                doc.spans[key] = _scored_spans(doc, key, probs, threshold)
+        marginal = self.cfg.get("decode", "best") == "marginal"
+        if not key and not marginal:
+            return
+        threshold = float(self.cfg.get("span_threshold", 0.0))
+        temperature = float(self.cfg.get("temperature", 1.0))
+        calibrator = calibrator_for(self.cfg, str(self.cfg.get("normalize", "none")))
+        for i, doc in enumerate(docs):
+            probs = entity_probabilities(batch, i, temperature)
+            if marginal:
+                _set_marginal_ents(doc, probs)
+            if key and self.cfg.get("spans_layout", "entities") == "singlelabel":
+                doc.spans[key] = singlelabel_group(self, doc, batch, i, key)
+            elif key:
+                scores = probs
+                if calibrator is not None:
+                    strings = self.vocab.strings
+                    named = {(s, e, strings[lab]): p for (s, e, lab), p in probs.items() if lab}
+                    calibrated = apply_calibration(named, calibrator)
+                    scores = {(s, e, strings[lab]): p for (s, e, lab), p in calibrated.items()}
+                doc.spans[key] = _scored_spans(doc, key, scores, threshold)
 
 
 class NativeBeams(Sequence[Any]):
@@ -225,6 +264,17 @@ class NativeBeams(Sequence[Any]):
         return item
 
 
+def _set_marginal_ents(doc: Doc, marginals: dict[tuple[int, int, int], float]) -> None:
+    """``doc.ents``: every entity with marginal > 0.5 (they never overlap;
+    :mod:`beamner.probabilities.decoding`), the rest of the doc outside."""
+    kb_ids = {(e.start, e.end, e.label): e.kb_id for e in doc.ents}
+    spans = [
+        Span(doc, start, end, label=label, kb_id=kb_ids.get((start, end, label), 0))
+        for start, end, label in marginal_entities(marginals)
+    ]
+    doc.set_ents(spans, default="outside")
+
+
 def _scored_spans(
     doc: Doc, key: str, probabilities: dict[tuple[int, int, int], float], threshold: float
 ) -> SpanGroup:
@@ -271,10 +321,18 @@ def make_beamner_ner(
     span_threshold: float,
     fused: bool,
     temperature: float,
+    normalize: str,
+    decode: str,
+    spans_layout: str,
+    spans_allow_overlap: bool,
 ) -> BeamnerEntityRecognizer:
     """Factory ``beamner_ner``: ``beam_ner``'s settings plus ``spans_key``,
-    ``span_threshold``, ``fused`` (run each search fully natively) and
-    ``temperature`` (entity probabilities from ``softmax(score / T)``)."""
+    ``span_threshold``, ``fused`` (run each search fully natively),
+    ``temperature`` (entity probabilities from ``softmax(score / T)``) and
+    ``decode`` (``doc.ents`` from the ``"best"`` parse, spaCy's choice, or
+    ``"marginal"``: every entity with beam marginal > 0.5). An isotonic
+    calibration fitted by ``beamner calibrate`` lives in the component's cfg
+    (``calibration``) and is saved and loaded with it."""
     return BeamnerEntityRecognizer(
         nlp.vocab,
         model,
@@ -290,6 +348,10 @@ def make_beamner_ner(
         span_threshold=span_threshold,
         fused=fused,
         temperature=temperature,
+        normalize=normalize,
+        decode=decode,
+        spans_layout=spans_layout,
+        spans_allow_overlap=spans_allow_overlap,
     )
 
 
@@ -302,10 +364,14 @@ def accelerate(nlp: Language, **settings: Any) -> Language:
     unknown = set(settings) - {"beam_width", "beam_density", *BEAMNER_DEFAULTS}
     if unknown:
         raise TypeError(f"unknown settings for accelerate: {sorted(unknown)}")
+    if "normalize" in settings:
+        check_normalize(settings["normalize"])
     found = False
     for i, (name, pipe) in enumerate(nlp._components):
         if isinstance(pipe, BeamnerEntityRecognizer):
             pipe.cfg.update(settings)
+            if settings:  # saved with the pipeline's config too
+                nlp._pipe_configs[name] = Config({**nlp._pipe_configs[name], **settings})
             found = True
         elif isinstance(pipe, EntityRecognizer):
             new = BeamnerEntityRecognizer.from_pipe(pipe, **settings)

@@ -148,6 +148,14 @@ def evaluate_cmd(
             help="Write evaluation.json, f1_vs_width.png and reliability.png here.",
         ),
     ] = None,
+    normalize: Annotated[
+        OptStr,
+        typer.Option(
+            "--normalize",
+            help="Beam normalizations to evaluate, comma-separated: none, local "
+            "(default: the component's).",
+        ),
+    ] = None,
     label_map: LabelMap = None,
     sentences_per_doc: SentencesPerDoc = 1,
     n_bins: Annotated[int, typer.Option("--bins", min=1, help="Calibration bins.")] = 10,
@@ -156,10 +164,11 @@ def evaluate_cmd(
     fmt: GoldFormat = "auto",
     progress: Progress = None,
 ) -> None:
-    """Evaluate on gold data per beam width: F1, oracle F1, calibration.
+    """Evaluate on gold data per normalization and beam width: F1, oracle F1, calibration.
 
-    Top-1 P/R/F1, oracle F1 (best parse in the beam), how often the top parse is the best,
-    and ECE, Brier score and a reliability table of the entity probabilities.
+    Top-1 P/R/F1, marginal-decoding F1 (entities with p > 0.5), oracle F1 (best parse in the
+    beam), coverage, and the calibration of the entity probabilities: ECE over all candidates
+    and over those with p >= 0.1, precision of those with p >= 0.9, Brier, reliability table.
     """
     from beamner.evaluation.evaluate import evaluate
 
@@ -169,6 +178,7 @@ def evaluate_cmd(
             data,
             beam_widths=beam_widths,
             beam_density=beam_density,
+            normalize=normalize,
             fmt=fmt,
             sentences_per_doc=sentences_per_doc,
             label_map=label_map,
@@ -183,18 +193,25 @@ def evaluate_cmd(
         return
     typer.echo(
         f"{report['n_docs']} docs, {report['n_gold_entities']} gold entities, "
-        f"temperature {report['temperature']:.4g}"
+        f"temperature {report['temperature']:.4g}, "
+        f"calibration {report['calibration'] or 'none'}"
     )
     typer.echo(
-        f"{'width':>5} {'P':>6} {'R':>6} {'F1':>6} {'oracleF1':>8} {'top=best':>8} "
-        f"{'ECE':>6} {'Brier':>6} {'sec':>6}"
+        f"{'norm':>5} {'width':>5} {'P':>6} {'R':>6} {'F1':>6} {'margF1':>6} {'oracleF1':>8} "
+        f"{'cover':>6} {'ECE':>6} {'ECE.1':>6} {'P@.9':>6} {'n@.9':>5} {'sec':>6}"
     )
+
+    def num(x: Any, width: int = 6) -> str:
+        return f"{x:{width}.3f}" if x is not None else f"{'-':>{width}}"
+
     for r in report["widths"]:
         typer.echo(
-            f"{r['width']:>5} {r['precision']:6.3f} {r['recall']:6.3f} {r['f1']:6.3f} "
-            f"{r['oracle_f1']:8.3f} {r['top_is_best']:8.3f} {r['ece']:6.3f} {r['brier']:6.3f} "
-            f"{r['seconds']:6.2f}"
+            f"{r['normalize']:>5} {r['width']:>5} {r['precision']:6.3f} {r['recall']:6.3f} "
+            f"{r['f1']:6.3f} {r['marginal_f1']:6.3f} {r['oracle_f1']:8.3f} "
+            f"{num(r['coverage'])} {r['ece']:6.3f} {r['ece_p10']:6.3f} "
+            f"{num(r['precision_p90'])} {r['n_p90']:>5} {r['seconds']:6.2f}"
         )
+    _echo_span_rows(report["widths"])
     if output_dir is not None:
         typer.echo(f"wrote {output_dir / 'evaluation.json'}")
         for path in report.get("plots", []):
@@ -203,10 +220,32 @@ def evaluate_cmd(
             typer.echo(f"no plots: {report['plots_skipped']}", err=True)
 
 
+def _echo_span_rows(rows: list[dict[str, Any]]) -> None:
+    """Span level (beamner/evaluation/spans.py): each candidate span's label
+    distribution, its non-overlapping argmax spans, the winning label's ECE and
+    the "no entity" column's ECE over all candidates."""
+    rows = [r for r in rows if "spans" in r]
+    if not rows:
+        return
+    typer.echo("span level (argmax of each span's distribution, no overlaps):")
+    typer.echo(
+        f"{'norm':>5} {'width':>5} {'P':>6} {'R':>6} {'F1':>6} {'ECE':>6} {'ECE.1':>6} "
+        f"{'negECE':>6} {'cands':>6}"
+    )
+    for r in rows:
+        sp = r["spans"]
+        typer.echo(
+            f"{r['normalize']:>5} {r['width']:>5} {sp['spans']['precision']:6.3f} "
+            f"{sp['spans']['recall']:6.3f} {sp['spans']['f1']:6.3f} {sp['predicted']['ece']:6.3f} "
+            f"{sp['predicted']['ece_p10']:6.3f} {sp['negative']['ece']:6.3f} "
+            f"{sp['negative']['n']:>6}"
+        )
+
+
 @app.command("calibrate")
 def calibrate_cmd(
     model: Model,
-    data: Annotated[str, typer.Argument(help="Gold data to fit the temperature on.")],
+    data: Annotated[str, typer.Argument(help="Gold data to fit the calibration on.")],
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Where to save the calibrated pipeline.")
     ],
@@ -220,7 +259,27 @@ def calibrate_cmd(
             "--holdout", min=0.0, max=1.0, help="Without --eval-data: report on this last part."
         ),
     ] = 0.5,
-    objective: Annotated[str, typer.Option("--objective", help="nll or brier.")] = "nll",
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method",
+            help="temperature (one T for softmax(score / T)) or isotonic (a monotone map of "
+            "entity probabilities; needs scikit-learn).",
+        ),
+    ] = "temperature",
+    per_label: Annotated[
+        bool, typer.Option("--per-label", help="Isotonic: one map per label with enough data.")
+    ] = False,
+    normalize: Annotated[
+        OptStr,
+        typer.Option(
+            "--normalize",
+            help="Beam normalization to fit under: none or local (default: the component's).",
+        ),
+    ] = None,
+    objective: Annotated[
+        str, typer.Option("--objective", help="Temperature: nll or brier.")
+    ] = "nll",
     beam_width: Annotated[
         OptInt,
         typer.Option("--beam-width", "-w", min=1, help="Default: the component's."),
@@ -240,10 +299,12 @@ def calibrate_cmd(
         typer.Option("--report", help="Also write the full report (with reliability) as JSON."),
     ] = None,
 ) -> None:
-    """Fit a temperature for the beam's probabilities and save the calibrated pipeline.
+    """Calibrate the beam's entity probabilities and save the calibrated pipeline.
 
-    Probabilities become softmax(score / T) over the final beam; T is stored as 'temperature'
-    in the beamner_ner component. Reports calibration before/after on held-out data.
+    temperature: probabilities become softmax(score / T) over the final beam, T stored as
+    'temperature'. isotonic: a monotone map fitted by isotonic regression, stored as
+    'calibration' in the component's cfg. Either is saved with the pipeline and applied to
+    entity_scores, doc.spans, annotate and rank. Reports before/after on held-out data.
     """
     from beamner.evaluation.evaluate import calibrate
 
@@ -252,10 +313,13 @@ def calibrate_cmd(
             model,
             data,
             output,
+            method=method,
+            per_label=per_label,
             eval_data=eval_data,
             holdout=holdout,
             beam_width=beam_width,
             beam_density=beam_density,
+            normalize=normalize,
             objective=objective,
             fmt=fmt,
             sentences_per_doc=sentences_per_doc,
@@ -268,13 +332,26 @@ def calibrate_cmd(
         _fail(err)
         return
     held = result["heldout"]
+    what = (
+        f"temperature {result['temperature']:.4g}"
+        if result["method"] == "temperature"
+        else "isotonic"
+        + (f" (per label: {', '.join(result['per_label'])})" if result["per_label"] else "")
+    )
     typer.echo(
-        f"temperature {result['temperature']:.4g} (fit on {result['fit']['n_docs']} docs, "
-        f"width {result['beam_width']}, {result['objective']})"
+        f"{what} (fit on {result['fit']['n_docs']} docs, width {result['beam_width']}, "
+        f"normalize {result['normalize']})"
     )
     typer.echo(f"held-out ({held['data']}, {held['n_docs']} docs):")
-    for key in ("ece", "brier", "nll"):
-        typer.echo(f"  {key:<6} {held['before'][key]:.4f} -> {held['after'][key]:.4f}")
+    for key in ("ece", "ece_p10", "precision_p90", "brier", "nll"):
+        before, after = (
+            "-" if held[k][key] is None else f"{held[k][key]:.4f}" for k in ("before", "after")
+        )
+        typer.echo(f"  {key:<13} {before} -> {after}")
+    others = ", ".join(
+        f"{m} {v['ece_p10']:.4f}" for m, v in held["methods"].items() if m != result["method"]
+    )
+    typer.echo(f"  (held-out ECE p>=0.1 with the other method: {others})")
     typer.echo(f"saved {output}")
     if report is not None:
         report.write_text(json.dumps(result, indent=2) + "\n")

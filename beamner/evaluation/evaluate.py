@@ -30,10 +30,19 @@ from spacy.language import Language
 from spacy.tokens import Doc, DocBin
 
 from beamner.engine.pipes import find_ner, load_model, ner_name, upstream_disabled
+from beamner.engine.search import NORMALIZE_CHOICES
+from beamner.evaluation.spans import SpanStats
 from beamner.io.conll import documents_to_docs, group_into_documents, read_conll
 from beamner.pipeline import accelerate
 from beamner.probabilities.beams import BeamDoc, beam_docs
 from beamner.probabilities.calibration import CandidateSet, fit_temperature
+from beamner.probabilities.calibrators import (
+    CALIBRATION_METHODS,
+    IsotonicCalibrator,
+    calibrator_for,
+    fit_isotonic,
+)
+from beamner.probabilities.decoding import marginal_entities
 
 __all__ = [
     "GoldDoc",
@@ -44,6 +53,10 @@ __all__ = [
 ]
 
 Entity = tuple[int, int, str]
+
+#: ``none``: spaCy's raw beam scores; ``local``: each step's scores
+#: log-softmaxed over the state's valid actions (a parse's score is its log-probability).
+NORMALIZATIONS = NORMALIZE_CHOICES
 
 
 @dataclass
@@ -160,11 +173,14 @@ class _Counts:
 class _WidthStats:
     top: _Counts = field(default_factory=_Counts)
     oracle: _Counts = field(default_factory=_Counts)
+    marginal: _Counts = field(default_factory=_Counts)
+    coverage: list[float] = field(default_factory=list)
     top_is_best: int = 0
     exact_in_beam: int = 0
     n_docs: int = 0
     candidates: CandidateSet = field(default_factory=CandidateSet.empty)
     seconds: float = 0.0
+    spans: SpanStats = field(default_factory=SpanStats)  # span level (evaluation/spans.py)
 
     def add(self, beam: BeamDoc, gold: set[Entity], label_map: dict[str, str] | None) -> None:
         parses = [_mapped(p, label_map) for p in beam.parses]
@@ -175,7 +191,23 @@ class _WidthStats:
         self.oracle.add(parses[best], gold)
         self.top_is_best += errors[0] == errors[best]
         self.exact_in_beam += errors[best] == 0
-        self.candidates.add(beam.scores, parses, gold)
+        # Marginal decoding in the model's labels (what decode="marginal" sets), then mapped.
+        self.marginal.add(_mapped(marginal_entities(_marginals(beam)), label_map), gold)
+        self.candidates.add(beam.scores, beam.parses, gold, label_map)
+        self.spans.add(beam, gold, label_map)
+        coverage = getattr(beam, "coverage", None)
+        if coverage is not None:
+            self.coverage.append(float(coverage))
+
+
+def _marginals(beam: BeamDoc) -> dict[Entity, float]:
+    """The beam's own entity marginals (parse probabilities summed), before
+    any isotonic calibration."""
+    out: dict[Entity, float] = {}
+    for prob, ents in zip(beam.probabilities, beam.parses):
+        for ent in ents:
+            out[ent] = out.get(ent, 0.0) + prob
+    return out
 
 
 def _collect(
@@ -187,27 +219,48 @@ def _collect(
     label_map: dict[str, str] | None,
     batch_size: int,
     progress: bool | None = None,
-) -> dict[int, _WidthStats]:
+    normalizations: Sequence[str] = ("none",),
+) -> dict[tuple[str, int], _WidthStats]:
     from beamner.io.records import progress_bar
 
     pipe = find_ner(nlp)
     disabled = upstream_disabled(nlp)
-    stats = {w: _WidthStats() for w in widths}
+    stats = {(n, w): _WidthStats() for n in normalizations for w in widths}
     bar = progress_bar(len(gold_docs), progress, "beam")
     try:
         for i in range(0, len(gold_docs), batch_size):
             chunk = gold_docs[i : i + batch_size]
             docs = list(nlp.pipe([g.doc for g in chunk], disable=disabled))
-            for w in widths:
+            for n, w in stats:
                 t0 = time.perf_counter()
-                beams = beam_docs(pipe, docs, w, density, temperature)
-                stats[w].seconds += time.perf_counter() - t0
+                beams = _beams(pipe, docs, w, density, temperature, n)
+                stats[n, w].seconds += time.perf_counter() - t0
                 for g, beam in zip(chunk, beams):
-                    stats[w].add(beam, g.gold, label_map)
+                    stats[n, w].add(beam, g.gold, label_map)
             bar.update(len(chunk))
     finally:
         bar.close()
     return stats
+
+
+def _beams(
+    pipe: Any, docs: list[Doc], width: int, density: float, temperature: float, normalize: str
+) -> list[BeamDoc]:
+    # Uncalibrated beams: evaluate and calibrate apply the isotonic map to the candidates.
+    return beam_docs(pipe, docs, width, density, temperature, calibrate=False, normalize=normalize)
+
+
+def parse_normalizations(spec: str | Sequence[str] | None, pipe: Any = None) -> list[str]:
+    """``"none,local"`` -> ``["none", "local"]``; None: the component's own
+    ``normalize`` (``"none"`` when it has none)."""
+    if spec is None:
+        spec = [str(getattr(pipe, "cfg", {}).get("normalize", "none"))]
+    items = [n.strip() for n in spec.split(",")] if isinstance(spec, str) else list(spec)
+    items = [n for n in items if n]
+    bad = [n for n in items if n not in NORMALIZATIONS]
+    if not items or bad:
+        raise ValueError(f"normalize must be among {NORMALIZATIONS}, got {spec!r}")
+    return list(dict.fromkeys(items))
 
 
 def parse_widths(spec: str | Sequence[int]) -> list[int]:
@@ -223,6 +276,7 @@ def evaluate(
     *,
     beam_widths: str | Sequence[int] = (1, 2, 4, 8, 16, 32),
     beam_density: float = 0.0001,
+    normalize: str | Sequence[str] | None = None,
     fmt: str = "auto",
     sentences_per_doc: int = 1,
     label_map: str | dict[str, str] | None = None,
@@ -232,50 +286,54 @@ def evaluate(
     gpu_id: int = -1,
     progress: bool | None = None,
 ) -> dict[str, Any]:
-    """Per beam width: top-1 precision/recall/F1, oracle P/R/F1 (per doc, the
-    parse in the beam with the fewest errors), how often the top parse is
-    such a best one (``top_is_best``), how often the beam holds an exact
-    parse (``exact_in_beam``), and calibration of the entity probabilities
-    of every candidate in the beam (``ece``, ``brier``, ``nll``, a
-    ``reliability`` table), with the model's temperature. With
-    ``output_dir``: ``evaluation.json``, ``f1_vs_width.png`` and
-    ``reliability.png`` (or ``plots_skipped`` saying why)."""
+    """Per normalization (``normalize``: one or a list, e.g. ``"none,local"``;
+    default the component's) and beam width, one row of ``widths``: top-1
+    precision/recall/F1, the F1 of marginal decoding (``marginal_*``: every
+    entity with marginal > 0.5), oracle P/R/F1 (per doc, the parse in the
+    beam with the fewest errors), how often the top parse is such a best one
+    (``top_is_best``), how often the beam holds an exact parse
+    (``exact_in_beam``), the mean ``coverage`` (model probability the beam
+    holds; None when the normalization has none), and the calibration of the
+    entity probabilities as users get them (the component's temperature and
+    isotonic calibration applied): ``ece`` over every candidate, ``ece_p10``
+    over candidates with p >= 0.1, ``precision_p90`` of those with p >= 0.9,
+    ``brier``, ``nll`` and a ``reliability`` table. With ``output_dir``:
+    ``evaluation.json``, ``f1_vs_width.png`` and ``reliability.png`` (or
+    ``plots_skipped`` saying why)."""
     widths = parse_widths(beam_widths)
     nlp = load_model(model, gpu_id)
     pipe = find_ner(nlp)
+    normalizations = parse_normalizations(normalize, pipe)
     temperature = float(pipe.cfg.get("temperature", 1.0))
     lmap = parse_label_map(label_map)
     gold_docs = read_gold(data, nlp, fmt, sentences_per_doc=sentences_per_doc)
-    stats = _collect(nlp, gold_docs, widths, beam_density, temperature, lmap, batch_size, progress)
+    stats = _collect(
+        nlp,
+        gold_docs,
+        widths,
+        beam_density,
+        temperature,
+        lmap,
+        batch_size,
+        progress,
+        normalizations,
+    )
     report: dict[str, Any] = {
         "model": str(model) if not isinstance(model, Language) else nlp.meta.get("name"),
         "data": str(data),
         "n_docs": len(gold_docs),
         "n_gold_entities": sum(len(g.gold) for g in gold_docs),
         "beam_density": beam_density,
+        "normalizations": normalizations,
         "temperature": temperature,
+        "calibration": _calibration_name(pipe),
         "label_map": lmap,
         "widths": [],
     }
-    for w in widths:
-        s = stats[w]
-        cal = s.candidates.metrics(temperature, n_bins)
-        oracle = {f"oracle_{k}": v for k, v in s.oracle.prf().items()}
-        report["widths"].append(
-            {
-                "width": w,
-                **s.top.prf(),
-                **oracle,
-                "top_is_best": s.top_is_best / s.n_docs if s.n_docs else 0.0,
-                "exact_in_beam": s.exact_in_beam / s.n_docs if s.n_docs else 0.0,
-                "n_candidates": cal["n_candidates"],
-                "ece": cal["ece"],
-                "brier": cal["brier"],
-                "nll": cal["nll"],
-                "reliability": cal["reliability"],
-                "seconds": s.seconds,
-            }
-        )
+    for (n, w), s in stats.items():
+        calibrator = calibrator_for(pipe.cfg, n)
+        cal = s.candidates.metrics(temperature, n_bins, calibrator)
+        report["widths"].append({**_row(n, w, s, cal), "spans": s.spans.report(n_bins)})
     if output_dir is not None:
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -285,9 +343,42 @@ def evaluate(
     return report
 
 
+def _calibration_name(pipe: Any) -> str | None:
+    obj = pipe.cfg.get("calibration")
+    if not obj:
+        return None
+    return f"{obj.get('method')} (fit under normalize={obj.get('normalize', 'none')!r})"
+
+
+def _row(normalize: str, width: int, s: _WidthStats, cal: dict[str, Any]) -> dict[str, Any]:
+    oracle = {f"oracle_{k}": v for k, v in s.oracle.prf().items()}
+    marginal = {f"marginal_{k}": v for k, v in s.marginal.prf().items()}
+    return {
+        "normalize": normalize,
+        "width": width,
+        **s.top.prf(),
+        **marginal,
+        **oracle,
+        "top_is_best": s.top_is_best / s.n_docs if s.n_docs else 0.0,
+        "exact_in_beam": s.exact_in_beam / s.n_docs if s.n_docs else 0.0,
+        "coverage": sum(s.coverage) / len(s.coverage) if s.coverage else None,
+        "calibration": cal["calibration"],
+        "n_candidates": cal["n_candidates"],
+        "ece": cal["ece"],
+        "ece_p10": cal["ece_p10"],
+        "n_p10": cal["n_p10"],
+        "precision_p90": cal["precision_p90"],
+        "n_p90": cal["n_p90"],
+        "brier": cal["brier"],
+        "nll": cal["nll"],
+        "reliability": cal["reliability"],
+        "seconds": s.seconds,
+    }
+
+
 def write_plots(report: dict[str, Any], out: Path) -> dict[str, Any]:
-    """F1/oracle F1 vs width and a reliability diagram as PNGs; without
-    matplotlib, ``{"plots_skipped": reason}``."""
+    """F1/oracle F1 vs width and a reliability diagram (one panel per
+    normalization) as PNGs; without matplotlib, ``{"plots_skipped": reason}``."""
     try:
         import matplotlib
 
@@ -296,41 +387,47 @@ def write_plots(report: dict[str, Any], out: Path) -> dict[str, Any]:
     except ImportError as err:
         return {"plots_skipped": f"matplotlib is not installed ({err}); pip install matplotlib"}
     rows = report["widths"]
-    widths = [r["width"] for r in rows]
-    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
-    ax.plot(widths, [r["f1"] for r in rows], "o-", label="top-1 F1")
-    ax.plot(widths, [r["oracle_f1"] for r in rows], "s--", label="oracle F1 (best in beam)")
+    norms = list(dict.fromkeys(r.get("normalize", "none") for r in rows))
+    fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=100)
+    for n in norms:
+        sub = [r for r in rows if r.get("normalize", "none") == n]
+        widths = [r["width"] for r in sub]
+        tag = f" ({n})" if len(norms) > 1 else ""
+        ax.plot(widths, [r["f1"] for r in sub], "o-", label=f"top-1 F1{tag}")
+        ax.plot(widths, [r["oracle_f1"] for r in sub], "s--", label=f"oracle F1{tag}")
+        ax.set_xticks(widths, [str(w) for w in widths])
     ax.set_xscale("log", base=2)
-    ax.set_xticks(widths, [str(w) for w in widths])
     ax.set_xlabel("beam width")
     ax.set_ylabel("F1")
     ax.set_title(Path(report["data"]).name)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     f1_path = out / "f1_vs_width.png"
     fig.savefig(f1_path)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
-    ax.plot([0, 1], [0, 1], color="grey", lw=1, label="perfect calibration")
-    for r in rows:
-        if r["width"] == 1:
-            continue  # a single parse: every probability is 1
-        bins = [b for b in r["reliability"] if b["count"]]
-        ax.plot(
-            [b["confidence"] for b in bins],
-            [b["accuracy"] for b in bins],
-            "o-",
-            ms=3,
-            label=f"width {r['width']} (ECE {r['ece']:.3f})",
-        )
-    ax.set_xlabel("entity probability")
-    ax.set_ylabel("fraction correct")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_title(f"reliability, T = {report['temperature']:.3g}")
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, len(norms), figsize=(4.5 * len(norms), 4.5), dpi=100, squeeze=False)
+    for ax, n in zip(axes[0], norms):
+        ax.plot([0, 1], [0, 1], color="grey", lw=1, label="perfect calibration")
+        for r in rows:
+            if r.get("normalize", "none") != n or r["width"] == 1:
+                continue  # a single parse: every probability is 1
+            bins = [b for b in r["reliability"] if b["count"]]
+            ax.plot(
+                [b["confidence"] for b in bins],
+                [b["accuracy"] for b in bins],
+                "o-",
+                ms=3,
+                label=f"width {r['width']} (ECE p>=0.1 {r['ece_p10']:.3f})",
+            )
+        ax.set_xlabel("entity probability")
+        ax.set_ylabel("fraction correct")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        cal = report.get("calibration") or f"T = {report['temperature']:.3g}"
+        ax.set_title(f"normalize={n}, {cal}", fontsize=9)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     rel_path = out / "reliability.png"
     fig.savefig(rel_path)
@@ -343,10 +440,13 @@ def calibrate(
     data: str | os.PathLike[str],
     output: str | os.PathLike[str] | None,
     *,
+    method: str = "temperature",
+    per_label: bool = False,
     eval_data: str | os.PathLike[str] | None = None,
     holdout: float = 0.5,
     beam_width: int | None = None,
     beam_density: float | None = None,
+    normalize: str | None = None,
     objective: str = "nll",
     fmt: str = "auto",
     sentences_per_doc: int = 1,
@@ -356,20 +456,37 @@ def calibrate(
     gpu_id: int = -1,
     progress: bool | None = None,
 ) -> dict[str, Any]:
-    """Fit the temperature ``T`` of ``softmax(score / T)`` on ``data`` so that
-    entity probabilities match entity correctness (``objective``: ``nll`` or
-    ``brier``), store it as ``temperature`` in the ``beamner_ner``
-    component's cfg and config, save the pipeline to ``output`` and report
-    calibration before and after on held-out data: ``eval_data``, or else the
-    last ``holdout`` fraction of ``data`` (then the fit uses the rest).
-    Beam width and density default to the component's."""
+    """Fit a calibration of the beam's entity probabilities on ``data`` and
+    store it in the ``beamner_ner`` component, so that it is saved with the
+    pipeline and applied wherever probabilities come out:
+
+    - ``method="temperature"``: ``T`` of ``softmax(score / T)`` (``objective``
+      ``nll`` or ``brier``), stored as ``temperature``; clears an isotonic map.
+    - ``method="isotonic"``: a monotone map of entity probabilities fitted by
+      isotonic regression (``per_label``: one per label with enough data),
+      stored as ``calibration`` in the component's cfg, on top of its
+      temperature.
+
+    Fits and applies under one beam normalization (``normalize``, default the
+    component's; stored as the component's ``normalize``). Saves the pipeline
+    to ``output`` and reports before/after on data it did not fit on:
+    ``eval_data``, or else the last ``holdout`` fraction of ``data``.
+    ``heldout.methods`` gives both methods' held-out numbers, whichever is
+    stored. Beam width and density default to the component's."""
+    if method not in CALIBRATION_METHODS:
+        raise ValueError(f"method must be one of {CALIBRATION_METHODS}, got {method!r}")
     nlp = load_model(model, gpu_id)
     accelerate(nlp)
     name = ner_name(nlp)
     pipe = find_ner(nlp)
+    norms = parse_normalizations(normalize, pipe)
+    if len(norms) != 1:
+        raise ValueError(f"calibrate fits one normalization at a time, got {normalize!r}")
+    norm = norms[0]
     width = int(beam_width if beam_width is not None else pipe.cfg["beam_width"])
     density = float(beam_density if beam_density is not None else pipe.cfg["beam_density"])
     before_t = float(pipe.cfg.get("temperature", 1.0))
+    before_cal = calibrator_for(pipe.cfg, norm)
     lmap = parse_label_map(label_map)
     fit_docs = read_gold(data, nlp, fmt, sentences_per_doc=sentences_per_doc)
     if eval_data is not None:
@@ -381,30 +498,51 @@ def calibrate(
         fit_docs, held = fit_docs[:cut], fit_docs[cut:]
     if not fit_docs or not held:
         raise ValueError("calibrate needs documents both to fit on and to report on")
-    fit = _collect(nlp, fit_docs, [width], density, 1.0, lmap, batch_size, progress)[width]
-    if len(fit.candidates) == 0:
+
+    def beams(docs: list[GoldDoc]) -> CandidateSet:
+        got = _collect(nlp, docs, [width], density, 1.0, lmap, batch_size, progress, [norm])
+        return got[norm, width].candidates
+
+    fit = beams(fit_docs)
+    if len(fit) == 0:
         raise ValueError("the beam proposed no entities on the fit data: nothing to calibrate")
-    temperature = fit_temperature(fit.candidates, objective)
-    rep = _collect(nlp, held, [width], density, 1.0, lmap, batch_size, progress)[width]
-    pipe.cfg["temperature"] = temperature
+    rep = beams(held)
+    temperature = fit_temperature(fit, objective)
+    p_fit, y_fit = fit.probabilities(before_t)
+    isotonic = fit_isotonic(p_fit, y_fit, fit.flat_labels(), per_label=per_label, normalize=norm)
+    settings: dict[str, tuple[float, IsotonicCalibrator | None]] = {
+        "temperature": (temperature, None),
+        "isotonic": (before_t, isotonic),
+    }
+    after_t, after_cal = settings[method]
+    pipe.cfg["temperature"] = after_t
+    pipe.cfg["calibration"] = after_cal.to_dict() if after_cal is not None else None
+    pipe.cfg["normalize"] = norm
     config = nlp._pipe_configs[name]
-    config["temperature"] = temperature
+    config["temperature"] = after_t
+    if "normalize" in config:
+        config["normalize"] = norm
     result: dict[str, Any] = {
-        "temperature": temperature,
+        "method": method,
+        "per_label": sorted(isotonic.per_label) if method == "isotonic" else None,
+        "temperature": after_t,
+        "fitted_temperature": temperature,
         "objective": objective,
+        "normalize": norm,
         "beam_width": width,
         "beam_density": density,
         "fit": {
             "data": str(data),
             "n_docs": len(fit_docs),
-            "before": _summary(fit.candidates.metrics(before_t, n_bins)),
-            "after": _summary(fit.candidates.metrics(temperature, n_bins)),
+            "before": _summary(fit.metrics(before_t, n_bins, before_cal)),
+            "after": _summary(fit.metrics(after_t, n_bins, after_cal)),
         },
         "heldout": {
             "data": str(eval_data) if eval_data is not None else f"last {holdout:g} of {data}",
             "n_docs": len(held),
-            "before": rep.candidates.metrics(before_t, n_bins),
-            "after": rep.candidates.metrics(temperature, n_bins),
+            "before": rep.metrics(before_t, n_bins, before_cal),
+            "after": rep.metrics(after_t, n_bins, after_cal),
+            "methods": {m: _summary(rep.metrics(t, n_bins, c)) for m, (t, c) in settings.items()},
         },
     }
     if output is not None:
