@@ -37,7 +37,7 @@ def docs(real_docs: list[Any]) -> list[Any]:
 def beams_built(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many thinc Beams beamner.pipeline built from native results."""
     built = [0]
-    original = beamner.pipeline.build_beam
+    original = getattr(beamner.pipeline, "build_beam")  # noqa: B009 (not re-exported)
 
     def counting(*args: Any) -> Any:
         built[0] += 1
@@ -137,7 +137,7 @@ def test_width_one_reads_as_greedy_parse_states(sm_ner: Any, docs: list[Any]) ->
 def test_issue_snippet_scores_entities() -> None:
     """The issue's code, as a new user wrote it."""
     nlp = English()
-    ner = nlp.add_pipe("beamner_ner", config={"beam_width": 16, "beam_density": 0.0001})
+    ner: Any = nlp.add_pipe("beamner_ner", config={"beam_width": 16, "beam_density": 0.0001})
     ner.add_label("LOC")
     nlp.initialize()
     doc = nlp.make_doc("I like London.")
@@ -153,7 +153,7 @@ def _beam_ner_pair(neg_key: str | None = "neg") -> tuple[Any, Any, Any]:
     """A blank pipeline with spaCy's beam_ner, and beamner's component sharing it."""
     nlp = English()
     config = {"beam_width": 4, "beam_density": 0.0, "incorrect_spans_key": neg_key}
-    pipe = nlp.add_pipe("beam_ner", config=config)
+    pipe: Any = nlp.add_pipe("beam_ner", config=config)
     for label in ("PERSON", "LOC"):
         pipe.add_label(label)
     nlp.initialize()
@@ -162,7 +162,7 @@ def _beam_ner_pair(neg_key: str | None = "neg") -> tuple[Any, Any, Any]:
 
 def _update_errors(example: Example, spacy_pipe: Any, fast: Any) -> list[BaseException]:
     """The errors of spaCy's update_beam and beamner's on ``example``."""
-    errors = []
+    errors: list[BaseException] = []
     for pipe in (spacy_pipe, fast):
         with pytest.raises(Exception) as info:
             type(pipe).update_beam(pipe, [example], beam_width=4)

@@ -13,12 +13,15 @@ every beam search."""
 from __future__ import annotations
 
 import ast
+import copy
+import functools
 import json
 import os
 import re
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +40,8 @@ def _module_path(module: str) -> Path:
     return SITE_PACKAGES.joinpath(*module.split(".")).with_suffix(".py")
 
 
-def beam_ner_tests() -> set[str]:
+@functools.cache
+def beam_ner_tests() -> frozenset[str]:
     """The tests of SPACY_TEST_MODULES whose source uses ``beam_ner``, found
     here from the files' syntax trees (independently of the plugin), as
     ``path::name`` node ids."""
@@ -50,7 +54,7 @@ def beam_ner_tests() -> set[str]:
             if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
                 if "beam_ner" in (ast.get_source_segment(source, node) or ""):
                     found.add(f"{rel}::{node.name}")
-    return found
+    return frozenset(found)
 
 
 def test_every_spacy_test_file_that_builds_beam_ner_is_run() -> None:
@@ -95,23 +99,18 @@ def run_spacy_suite(tmp_path: Path, *, fused: bool, only_beam_ner: bool) -> dict
         command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
     )
     output = done.stdout[-6000:] + done.stderr[-3000:]
-    assert done.returncode == 0, f"spaCy's tests failed under beamner (fused={fused}):\n{output}"
-    assert report_path.exists(), output
-    report: dict[str, Any] = json.loads(report_path.read_text(encoding="utf-8"))
-    report["output"] = output
+    report: dict[str, Any] = {"returncode": done.returncode, "output": output, "tests": {}}
+    if report_path.exists():
+        report.update(json.loads(report_path.read_text(encoding="utf-8")))
     return report
 
 
-@pytest.mark.parametrize(
-    ("fused", "only_beam_ner"),
-    [(True, False), (False, True)],
-    ids=["fused-whole-files", "step-scored-beam-ner-tests"],
-)
-def test_spacy_tests_pass_with_beamner_serving_beam_ner(
-    tmp_path: Path, fused: bool, only_beam_ner: bool
-) -> None:
-    report = run_spacy_suite(tmp_path, fused=fused, only_beam_ner=only_beam_ner)
-    assert report["fused"] is fused
+def check_report(report: dict[str, Any], *, fused: bool, only_beam_ner: bool) -> None:
+    """Raise AssertionError unless the run shows spaCy's tests passing with
+    beamner's native engine serving every ``beam_ner``."""
+    output = report["output"]
+    assert report["returncode"] == 0, f"spaCy's tests failed under beamner:\n{output}"
+    assert report.get("fused") is fused, output
     tests: dict[str, Any] = report["tests"]
     outcomes = Counter(t["outcome"] for t in tests.values())
     assert set(outcomes) <= {"passed", "skipped"}, outcomes
@@ -142,7 +141,7 @@ def test_spacy_tests_pass_with_beamner_serving_beam_ner(
         assert counts[f"native searches ({other})"] == 0, nodeid
         assert searches == counts["predict calls (beam)"] + counts["beam_parse calls"], nodeid
         assert counts["native BeamBatch built"] == searches, nodeid
-    assert total[f"native searches ({path})"] >= 5
+    assert total[f"native searches ({path})"] >= 5, total
     if fused:
         assert total["fused lower layer precomputed"] == total["native searches (fused)"]
         assert total["step scorers built"] == 0
@@ -151,8 +150,86 @@ def test_spacy_tests_pass_with_beamner_serving_beam_ner(
         assert total["fused lower layer precomputed"] == 0
     # spaCy's tests read the predictions as Beams (scored_ents) and as parses
     # (nlp(text), set_annotations): both were built from native results.
-    assert total["thinc Beams built from native results"] >= 3
-    assert total["states built from native results"] >= 2
+    assert total["thinc Beams built from native results"] >= 3, total
+    assert total["states built from native results"] >= 2, total
     # Global training updates (beam_update_prob=0.5 over dozens of updates) ran natively.
-    assert total["native BeamUpdate built"] >= 1
-    assert total["native BeamUpdate built"] <= total["update_beam calls"]
+    assert total["native BeamUpdate built"] >= 1, total
+    assert total["native BeamUpdate built"] <= total["update_beam calls"], total
+
+
+@pytest.fixture(scope="module")
+def fused_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """spaCy's two test files whole, beam_ner served by beamner's fused search."""
+    return run_spacy_suite(tmp_path_factory.mktemp("fused"), fused=True, only_beam_ner=False)
+
+
+@pytest.fixture(scope="module")
+def step_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """spaCy's beam_ner tests, served by beamner's step-scored search (fused=False)."""
+    return run_spacy_suite(tmp_path_factory.mktemp("step"), fused=False, only_beam_ner=True)
+
+
+def test_spacy_tests_pass_with_beamner_fused(fused_run: dict[str, Any]) -> None:
+    check_report(fused_run, fused=True, only_beam_ner=False)
+
+
+def test_spacy_beam_ner_tests_pass_with_beamner_step_scored(step_run: dict[str, Any]) -> None:
+    check_report(step_run, fused=False, only_beam_ner=True)
+
+
+def _first_search_test(report: dict[str, Any]) -> str:
+    tests: dict[str, Any] = report["tests"]
+    return next(n for n, t in tests.items() if t["counts"].get("predict calls (beam)"))
+
+
+def _without_engine(report: dict[str, Any]) -> dict[str, Any]:
+    """The report spaCy's own beam_ner would give: no beamner counts at all."""
+    for t in report["tests"].values():
+        t["counts"] = {}
+    return report
+
+
+def _other_path(report: dict[str, Any]) -> dict[str, Any]:
+    counts = report["tests"][_first_search_test(report)]["counts"]
+    counts["native searches (step-scored)"] = counts.pop("native searches (fused)")
+    return report
+
+
+def _skipped_beam_test(report: dict[str, Any]) -> dict[str, Any]:
+    report["tests"][_first_search_test(report)]["outcome"] = "skipped"
+    return report
+
+
+def _missing_beam_test(report: dict[str, Any]) -> dict[str, Any]:
+    del report["tests"][_first_search_test(report)]
+    return report
+
+
+def _search_not_native(report: dict[str, Any]) -> dict[str, Any]:
+    counts = report["tests"][_first_search_test(report)]["counts"]
+    counts["predict calls (beam)"] += 1
+    return report
+
+
+def _failed_run(report: dict[str, Any]) -> dict[str, Any]:
+    report["returncode"] = 1
+    return report
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        _without_engine,
+        _other_path,
+        _skipped_beam_test,
+        _missing_beam_test,
+        _search_not_native,
+        _failed_run,
+    ],
+)
+def test_check_rejects_runs_that_do_not_show_beamner(
+    fused_run: dict[str, Any], tamper: Callable[[dict[str, Any]], dict[str, Any]]
+) -> None:
+    check_report(fused_run, fused=True, only_beam_ner=False)
+    with pytest.raises(AssertionError):
+        check_report(tamper(copy.deepcopy(fused_run)), fused=True, only_beam_ner=False)
