@@ -188,3 +188,23 @@ def test_gold_label_the_ner_lacks_is_spacys_E022() -> None:
     assert type(ours) is type(spacy_error) is KeyError
     assert "[E022]" in str(ours) and "U-GPE" in str(ours)
     assert str(spacy_error).strip("\"'") in str(ours)
+
+
+def test_negation_label_is_spacys_E869() -> None:
+    nlp, spacy_pipe, fast = _beam_ner_pair(None)
+    example = Example.from_dict(nlp.make_doc("I like Paris"), {"entities": [(7, 12, "!LOC")]})
+    spacy_error, ours = _update_errors(example, spacy_pipe, fast)
+    assert type(ours) is type(spacy_error) is ValueError
+    assert "[E869]" in str(spacy_error) and str(spacy_error) in str(ours)
+
+
+def test_empty_docs_among_others_read_as_spacys_beams(sm_ner: Any, docs: list[Any]) -> None:
+    """Empty docs keep their place (the beams of later docs keep their offsets)."""
+    empty = docs[0][0:0].as_doc()
+    batch = [docs[0], empty, docs[1], empty.copy(), docs[2]]
+    expected = EntityRecognizer.beam_parse(sm_ner, batch, beam_width=WIDTH, beam_density=DENSITY)
+    result = _fast(sm_ner).predict(batch)
+    assert isinstance(result, NativeBeams) and len(result) == len(batch)
+    spacy_scored = EntityRecognizer.scored_ents(sm_ner, expected)
+    for ours, theirs in zip(_fast(sm_ner).scored_ents(result), spacy_scored):
+        assert ours == pytest.approx(theirs, abs=1e-12)
