@@ -63,23 +63,26 @@ def prepare() -> None:
         )
 
 
-def load_results() -> dict[str, Any]:
-    if RESULTS.exists():
-        return dict(json.loads(RESULTS.read_text()))
+def load_results(path: Path = RESULTS) -> dict[str, Any]:
+    if path.exists():
+        return dict(json.loads(path.read_text()))
     return {"train": {}, "test": {}}
 
 
-def save_results(results: dict[str, Any]) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+def save_results(results: dict[str, Any], path: Path = RESULTS) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     results["summary"] = summarize(results)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    path.write_text(json.dumps(results, indent=2) + "\n")
 
 
-def train_all(seeds: list[int], max_steps: int) -> None:
+def train_all(seeds: list[int], max_steps: int, path: Path) -> None:
+    """Train every model for each seed; several processes may train disjoint
+    seeds at once, each writing its own ``path`` (``evaluate`` merges them)."""
     from spacy.cli.train import train
 
-    prepare()
-    results = load_results()
+    if not (WORK / "train.spacy").exists():
+        prepare()
+    results = load_results(path)
     results["max_steps"] = max_steps
     results["seeds"] = seeds
     for seed in seeds:
@@ -96,7 +99,7 @@ def train_all(seeds: list[int], max_steps: int) -> None:
                 "train_seconds": seconds,
             }
             print(f"trained {name} seed {seed} in {seconds:.0f}s", flush=True)
-            save_results(results)
+            save_results(results, path)
 
 
 def evaluate_all(width: int, density: float) -> None:
@@ -104,11 +107,15 @@ def evaluate_all(width: int, density: float) -> None:
     from beamner.evaluation.spans import span_report
 
     results = load_results()
+    for extra in sorted(RESULTS.parent.glob("span_distributions.train-*.json")):
+        results["train"].update(load_results(extra)["train"])
     nlp_blank = spacy.blank("en")
     gold = gold_docs(nlp_blank, DATA / "emerging.test.annotated")
     n_words = sum(len(doc) for doc in gold)
     for key, run in sorted(results["train"].items()):
         name = key.rsplit(" seed ", 1)[0]
+        if key in results["test"]:
+            continue  # measured by an earlier run of this stage
         nlp = spacy.load(ROOT / run["model"])
         if name.startswith("beamner_ner"):
             beamner.accelerate(
@@ -225,9 +232,16 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=1000)
     parser.add_argument("--beam-width", type=int, default=WIDTH)
     parser.add_argument("--beam-density", type=float, default=DENSITY)
+    parser.add_argument(
+        "--train-record",
+        type=Path,
+        default=RESULTS,
+        help="train: where to record (span_distributions.train-*.json beside the results "
+        "for processes training other seeds in parallel; evaluate merges them)",
+    )
     args = parser.parse_args()
     if args.stage == "train":
-        train_all(args.seeds, args.max_steps)
+        train_all(args.seeds, args.max_steps, args.train_record)
     else:
         evaluate_all(args.beam_width, args.beam_density)
 

@@ -31,6 +31,7 @@ from spacy.tokens import Doc, DocBin
 
 from beamner.engine.pipes import find_ner, load_model, ner_name, upstream_disabled
 from beamner.engine.search import NORMALIZE_CHOICES
+from beamner.evaluation.spans import SpanStats
 from beamner.io.conll import documents_to_docs, group_into_documents, read_conll
 from beamner.pipeline import accelerate
 from beamner.probabilities.beams import BeamDoc, beam_docs
@@ -179,6 +180,7 @@ class _WidthStats:
     n_docs: int = 0
     candidates: CandidateSet = field(default_factory=CandidateSet.empty)
     seconds: float = 0.0
+    spans: SpanStats = field(default_factory=SpanStats)  # span level (evaluation/spans.py)
 
     def add(self, beam: BeamDoc, gold: set[Entity], label_map: dict[str, str] | None) -> None:
         parses = [_mapped(p, label_map) for p in beam.parses]
@@ -192,6 +194,7 @@ class _WidthStats:
         # Marginal decoding in the model's labels (what decode="marginal" sets), then mapped.
         self.marginal.add(_mapped(marginal_entities(_marginals(beam)), label_map), gold)
         self.candidates.add(beam.scores, beam.parses, gold, label_map)
+        self.spans.add(beam, gold, label_map)
         coverage = getattr(beam, "coverage", None)
         if coverage is not None:
             self.coverage.append(float(coverage))
@@ -330,7 +333,7 @@ def evaluate(
     for (n, w), s in stats.items():
         calibrator = calibrator_for(pipe.cfg, n)
         cal = s.candidates.metrics(temperature, n_bins, calibrator)
-        report["widths"].append(_row(n, w, s, cal))
+        report["widths"].append({**_row(n, w, s, cal), "spans": s.spans.report(n_bins)})
     if output_dir is not None:
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)

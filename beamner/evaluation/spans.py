@@ -17,6 +17,7 @@ Three views, each on gold entities ``(start, end, label)``:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy
@@ -29,7 +30,7 @@ from beamner.probabilities.calibration import (
     reliability_table,
 )
 
-__all__ = ["calibration_summary", "evaluate_spans", "span_metrics", "span_report"]
+__all__ = ["SpanStats", "calibration_summary", "evaluate_spans", "span_metrics", "span_report"]
 
 Entity = tuple[int, int, str]
 #: One doc's candidates: spans (n, 2), label names, probabilities (n, labels + 1).
@@ -164,3 +165,46 @@ def evaluate_spans(
     candidates = [(d.spans, d.labels, d.probabilities) for d in dists]
     report = span_metrics(predicted, gold, candidates, label_map=label_map, n_bins=n_bins)
     return {"width": beam_width, "normalize": normalize, **report}
+
+
+@dataclass
+class SpanStats:
+    """Accumulates what ``beamner evaluate`` reports per normalization and
+    width at span level (``widths[i]["spans"]``), from the beams it already ran
+    (:class:`beamner.probabilities.beams.BeamDoc`): each doc's span
+    distributions (parse probabilities summed per span and label, "no entity"
+    the rest), the non-overlapping argmax spans as predictions."""
+
+    predicted: list[list[tuple[int, int, str, float]]] = field(default_factory=list)
+    gold: list[set[Entity]] = field(default_factory=list)
+    candidates: list[Candidates] = field(default_factory=list)
+    label_map: dict[str, str] | None = None
+
+    def add(self, beam: Any, gold: set[Entity], label_map: dict[str, str] | None) -> None:
+        from beamner.probabilities.spans import SpanDistributions, span_group
+
+        self.label_map = label_map
+        labels = sorted({label for ents in beam.parses for _, _, label in ents})
+        column = {label: j for j, label in enumerate(labels)}
+        index: dict[tuple[int, int], int] = {}
+        cells: list[tuple[int, int, float]] = []
+        for prob, ents in zip(beam.probabilities, beam.parses):
+            for start, end, label in ents:
+                cells.append((index.setdefault((start, end), len(index)), column[label], prob))
+        dist = numpy.zeros((len(index), len(labels) + 1), dtype=numpy.float64)
+        for row, col, prob in cells:
+            dist[row, col] += prob
+        dist[:, -1] = numpy.maximum(0.0, 1.0 - dist[:, :-1].sum(axis=1))
+        spans = numpy.asarray(list(index), dtype=numpy.int32).reshape(-1, 2)
+        dists = SpanDistributions(beam.doc, tuple(labels), spans, dist)
+        group = span_group(dists, "_", allow_overlap=False)
+        self.predicted.append(
+            [(s.start, s.end, s.label_, float(p)) for s, p in zip(group, group.attrs["scores"])]
+        )
+        self.gold.append(gold)
+        self.candidates.append((spans, tuple(labels), dist))
+
+    def report(self, n_bins: int = 10) -> dict[str, Any]:
+        return span_metrics(
+            self.predicted, self.gold, self.candidates, label_map=self.label_map, n_bins=n_bins
+        )

@@ -52,6 +52,8 @@ __all__ = [
     "NO_ENTITY",
     "SPANS_LAYOUTS",
     "SpanDistributions",
+    "constrained_batch",
+    "constrained_from_batch",
     "distributions_from_batch",
     "singlelabel_group",
     "span_distributions",
@@ -202,8 +204,6 @@ def singlelabel_group(pipe: Any, doc: Doc, batch: BeamBatch, i: int, key: str) -
 
 def _search(pipe: Any, docs: list[Doc], width: int, density: float, normalize: str) -> BeamBatch:
     fused = bool(getattr(pipe, "cfg", {}).get("fused", True))
-    if normalize == "none":
-        return beam_search(pipe, docs, width, density, fused=fused)
     return beam_search(pipe, docs, width, density, fused=fused, normalize=normalize)
 
 
@@ -286,46 +286,45 @@ def _span_requests(
     return out
 
 
-def _constrained(
-    pipe: Any,
-    docs: list[Doc],
-    requests: list[list[tuple[int, int]]],
-    labels: tuple[str, ...],
+Job = tuple[int, tuple[int, int]]  # (doc index, requested span)
+
+
+def constrained_batch(
+    system: Any,
+    docs: Sequence[Doc],
+    requests: Sequence[Sequence[tuple[int, int]]],
     width: int,
     density: float,
-    normalize: str,
-) -> list[SpanDistributions]:
-    """Two constrained beams per requested span (forced, forbidden), all in one
-    native batch over copies of the docs that share one tok2vec pass."""
-    pipe._ensure_labels_are_added(docs)
-    jobs = [(d, span) for d, requested in enumerate(requests) for span in requested]
+    normalize: str = "none",
+) -> tuple[BeamBatch, list[Job]]:
+    """An unstarted batch of two copies of the doc per requested span, the
+    first with the span forced (copy ``2k``), the second with it forbidden
+    (``2k + 1``), and the jobs ``k`` in order. Run it with any scorer (the
+    copies' context tokens carry batch offsets over the copies)."""
+    jobs = [(d, (int(s), int(e))) for d, requested in enumerate(requests) for s, e in requested]
     copies = [docs[d] for d, _ in jobs for _ in (0, 1)]
-    empty = [
-        SpanDistributions(
-            doc,
-            labels,
-            numpy.zeros((0, 2), numpy.int32),
-            numpy.zeros((0, len(labels) + 1)),
-            "constrained",
-            numpy.zeros((0, 2)),
-        )
-        for doc in docs
-    ]
-    if not jobs:
-        return empty
-    options: dict[str, Any] = {} if normalize == "none" else {"normalize": normalize}
-    batch = BeamBatch(transition_system(pipe.moves), doc_batch(copies), width, density, **options)
-    for k, (_, (start, end)) in enumerate(jobs):
-        batch.constrain(2 * k, forced=[(start, end)], forbidden=[])
-        batch.constrain(2 * k + 1, forced=[], forbidden=[(start, end)])
-    _run(pipe, docs, [d for d, _ in jobs for _ in (0, 1)], batch)
-    strings = pipe.vocab.strings
-    column_of = {strings[label]: j for j, label in enumerate(labels)}
-    temperature = float(getattr(pipe, "cfg", {}).get("temperature", 1.0))
+    batch = BeamBatch(system, doc_batch(copies), width, density, normalize=normalize)
+    for k, (_, span) in enumerate(jobs):
+        batch.constrain(2 * k, forced=[span])
+        batch.constrain(2 * k + 1, forbidden=[span])
+    return batch, jobs
+
+
+def constrained_from_batch(
+    batch: BeamBatch,
+    docs: Sequence[Doc],
+    jobs: Sequence[Job],
+    labels: Sequence[str],
+    temperature: float = 1.0,
+) -> list[SpanDistributions]:
+    """The constrained estimator (module docstring) on a finished
+    :func:`constrained_batch`: per doc, its requested spans in order."""
+    labels = tuple(labels)
     per_doc: list[list[tuple[tuple[int, int], NDArray[numpy.float64], tuple[float, float]]]] = [
         [] for _ in docs
     ]
     for k, (d, span) in enumerate(jobs):
+        column_of = {docs[d].vocab.strings[label]: j for j, label in enumerate(labels)}
         forced = batch.parses(2 * k)
         forbidden = batch.parses(2 * k + 1)
         log_forced = _log_mass([p.score for p in forced], temperature)
@@ -357,6 +356,26 @@ def _constrained(
             )
         )
     return out
+
+
+def _constrained(
+    pipe: Any,
+    docs: list[Doc],
+    requests: list[list[tuple[int, int]]],
+    labels: tuple[str, ...],
+    width: int,
+    density: float,
+    normalize: str,
+) -> list[SpanDistributions]:
+    """Two constrained beams per requested span (forced, forbidden), all in one
+    native batch over copies of the docs that share one tok2vec pass."""
+    pipe._ensure_labels_are_added(docs)
+    system = transition_system(pipe.moves)
+    batch, jobs = constrained_batch(system, docs, requests, width, density, normalize)
+    if jobs:
+        _run(pipe, docs, [d for d, _ in jobs for _ in (0, 1)], batch)
+    temperature = float(getattr(pipe, "cfg", {}).get("temperature", 1.0))
+    return constrained_from_batch(batch, docs, jobs, labels, temperature)
 
 
 def _log_mass(scores: Sequence[float], temperature: float) -> float:
