@@ -420,6 +420,176 @@ def rank_cmd(
     typer.echo(msg, err=True)
 
 
+@app.command("compare")
+def compare_cmd(
+    model_a: Annotated[str, typer.Argument(help="Model A (the baseline): package or path.")],
+    model_b: Annotated[str, typer.Argument(help="Model B: package or path.")],
+    data: Annotated[str, typer.Argument(help="Gold data: CoNLL/IOB, .spacy or JSONL with spans.")],
+    label_map: LabelMap = None,
+    label_map_a: Annotated[
+        OptStr, typer.Option("--label-map-a", help="Label map for model A only (PRED=GOLD,...).")
+    ] = None,
+    label_map_b: Annotated[
+        OptStr, typer.Option("--label-map-b", help="Label map for model B only (PRED=GOLD,...).")
+    ] = None,
+    n_resamples: Annotated[
+        int, typer.Option("--resamples", min=1, help="Bootstrap resamples of the documents.")
+    ] = 1000,
+    confidence: Annotated[
+        float, typer.Option("--confidence", min=0.5, max=0.999, help="Interval confidence level.")
+    ] = 0.95,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
+    output: Annotated[OptPath, typer.Option("--output", "-o", help="Full report as JSON.")] = None,
+    sentences_per_doc: SentencesPerDoc = 1,
+    batch_size: BatchSize = 128,
+    gpu_id: GpuId = -1,
+    fmt: GoldFormat = "auto",
+) -> None:
+    """Compare two models on the same gold data: P/R/F1 per label, B - A with intervals.
+
+    Intervals come from a paired bootstrap over documents (both models on the same resampled
+    documents); 'B<=A' is the share of resamples where B's F1 is not above A's.
+    """
+    from beamner.evaluation.compare import compare
+
+    try:
+        report = compare(
+            model_a,
+            model_b,
+            data,
+            label_map_a=label_map_a if label_map_a is not None else label_map,
+            label_map_b=label_map_b if label_map_b is not None else label_map,
+            fmt=fmt,
+            sentences_per_doc=sentences_per_doc,
+            n_resamples=n_resamples,
+            confidence_level=confidence,
+            seed=seed,
+            batch_size=batch_size,
+            gpu_id=gpu_id,
+        )
+    except (ValueError, OSError, ImportError) as err:
+        _fail(err)
+        return
+    pct = f"{confidence:.0%}"
+    typer.echo(
+        f"{report['n_docs']} docs, {report['n_gold_entities']} gold entities; A = "
+        f"{report['model_a']}, B = {report['model_b']}; {n_resamples} paired bootstrap "
+        f"resamples, {pct} intervals"
+    )
+    typer.echo(
+        f"{'label':<16} {'gold':>5} {'P A':>6} {'P B':>6} {'R A':>6} {'R B':>6} {'F1 A':>6} "
+        f"{'F1 B':>6}  {'F1 B-A [' + pct + ' CI]':<26} {'B<=A':>5}"
+    )
+    rows = [("overall", report["overall"]), *sorted(report["labels"].items())]
+    for label, row in rows:
+        a, b, d = row["a"], row["b"], row["diff"]["f1"]
+        interval = f"{d['value']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+        typer.echo(
+            f"{label[:16]:<16} {row['n_gold']:>5} {a['precision']:6.3f} {b['precision']:6.3f} "
+            f"{a['recall']:6.3f} {b['recall']:6.3f} {a['f1']:6.3f} {b['f1']:6.3f}  "
+            f"{interval:<26} {d['b_not_better']:5.3f}"
+        )
+    if output is not None:
+        output.write_text(json.dumps(report, indent=2) + "\n")
+        typer.echo(f"wrote {output}")
+
+
+@app.command("ab-tasks")
+def ab_tasks_cmd(
+    model_a: Annotated[str, typer.Argument(help="Model A: package or path.")],
+    model_b: Annotated[str, typer.Argument(help="Model B: package or path.")],
+    source: Annotated[str, typer.Argument(help="JSONL ({'text': ...}), plain text or .spacy.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSONL tasks to write.")],
+    key: Annotated[
+        OptPath,
+        typer.Option("--key", help="Where the side mapping goes (default: TASKS.key.jsonl)."),
+    ] = None,
+    label_map: LabelMap = None,
+    label_map_a: Annotated[
+        OptStr, typer.Option("--label-map-a", help="Label map for model A only.")
+    ] = None,
+    label_map_b: Annotated[
+        OptStr, typer.Option("--label-map-b", help="Label map for model B only.")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the side shuffle.")] = 0,
+    batch_size: BatchSize = 64,
+    gpu_id: GpuId = -1,
+    fmt: Format = "auto",
+    skip_invalid: SkipInvalid = False,
+) -> None:
+    """Blind A/B tasks: documents where the two models disagree, outputs in shuffled order.
+
+    Each task has two 'options' (one model's entities each); which is which is written only
+    to the key file, for ab-score.
+    """
+    from beamner.evaluation.ab import ab_tasks
+
+    try:
+        summary = ab_tasks(
+            model_a,
+            model_b,
+            source,
+            output,
+            key_output=key,
+            label_map_a=label_map_a if label_map_a is not None else label_map,
+            label_map_b=label_map_b if label_map_b is not None else label_map,
+            fmt=fmt,
+            seed=seed,
+            batch_size=batch_size,
+            skip_invalid=skip_invalid,
+            gpu_id=gpu_id,
+        )
+    except (ValueError, OSError, ImportError) as err:
+        _fail(err)
+        return
+    msg = (
+        f"{summary.written} tasks written ({summary.n_docs} docs, the models agree on "
+        f"{summary.n_agree}); key: {summary.key_path}"
+    )
+    if summary.invalid_lines:
+        msg += f"; {len(summary.invalid_lines)} invalid lines skipped"
+    typer.echo(msg, err=True)
+
+
+@app.command("ab-score")
+def ab_score_cmd(
+    tasks: Annotated[str, typer.Argument(help="The tasks written by ab-tasks.")],
+    answers: Annotated[str, typer.Argument(help="Answers: JSONL with 'answer' and 'accept'.")],
+    key: Annotated[
+        OptPath, typer.Option("--key", help="The key file (default: TASKS.key.jsonl).")
+    ] = None,
+    confidence: Annotated[
+        float, typer.Option("--confidence", min=0.5, max=0.999, help="Interval confidence level.")
+    ] = 0.95,
+    output: Annotated[OptPath, typer.Option("--output", "-o", help="Result as JSON.")] = None,
+) -> None:
+    """Tally blind A/B answers: preferences per model, share for B with a Wilson interval."""
+    from beamner.evaluation.ab import ab_score
+
+    try:
+        result = ab_score(tasks, answers, key=key, confidence_level=confidence)
+    except (ValueError, OSError, ImportError) as err:
+        _fail(err)
+        return
+    models = result["models"]
+    wins = result["wins"]
+    typer.echo(
+        f"{result['n_answered_tasks']} of {result['n_tasks']} tasks answered; "
+        f"A ({models.get('A', 'A')}) preferred {wins['A']}, B ({models.get('B', 'B')}) preferred "
+        f"{wins['B']}, no preference {result['no_preference']}"
+    )
+    if result["preference_b"] is None:
+        typer.echo("no preferences yet: nothing to score")
+    else:
+        typer.echo(
+            f"preference for B {result['preference_b']:.3f} "
+            f"[{result['preference_b_low']:.3f}, {result['preference_b_high']:.3f}] "
+            f"({confidence:.0%} Wilson), exact binomial p = {result['p_value']:.4g}"
+        )
+    if output is not None:
+        output.write_text(json.dumps(result, indent=2) + "\n")
+
+
 @app.command("teach-update")
 def teach_update_cmd(
     model: Model,
