@@ -228,7 +228,8 @@ def test_width_stats_by_hand() -> None:
     candidates in the model's labels with mapped correctness."""
     parses = [[(0, 1, "GPE"), (3, 5, "PERSON")], [(0, 2, "ORG"), (3, 5, "PERSON")]]
     scores = [numpy.log(0.7), numpy.log(0.3)]
-    beam = BeamDoc(None, scores, [0.7, 0.3], parses, {})  # type: ignore[arg-type]
+    doc = spacy.blank("en")("Paris Hilton met Barack Obama today")
+    beam = BeamDoc(doc, scores, [0.7, 0.3], parses, {})
     assert _marginals(beam) == pytest.approx(
         {(0, 1, "GPE"): 0.7, (0, 2, "ORG"): 0.3, (3, 5, "PERSON"): 1.0}
     )
@@ -251,15 +252,21 @@ def test_evaluate_report_fields(tmp_path: Path, gold_files: dict[str, Path]) -> 
         SM,
         gold_files["held"],
         beam_widths="1,4",
+        normalize="none,local",
         label_map=WNUT_MAP,
         output_dir=tmp_path,
         progress=False,
     )
-    assert report["normalizations"] == ["none"]
-    w1, w4 = report["widths"]
-    assert w1["marginal_f1"] == w1["f1"]  # one parse: its entities have marginal 1
-    for row in (w1, w4):
-        assert row["normalize"] == "none" and row["coverage"] is None
+    assert report["normalizations"] == ["none", "local"]
+    rows = {(r["normalize"], r["width"]): r for r in report["widths"]}
+    assert list(rows) == [("none", 1), ("none", 4), ("local", 1), ("local", 4)]
+    for norm in ("none", "local"):
+        assert rows[norm, 1]["marginal_f1"] == rows[norm, 1]["f1"]  # one parse: marginals 1
+    # Width 1 is the greedy parse under either normalization (log-softmax keeps the argmax).
+    assert rows["local", 1]["f1"] == rows["none", 1]["f1"]
+    assert rows["none", 1]["coverage"] is None and rows["none", 4]["coverage"] is None
+    assert 0.0 < rows["local", 1]["coverage"] < rows["local", 4]["coverage"] <= 1.0
+    for row in rows.values():
         assert row["n_p10"] <= row["n_candidates"] and row["n_p90"] <= row["n_p10"]
         rel = row["reliability"]
         assert sum(b["count"] for b in rel) == row["n_candidates"]
@@ -267,6 +274,8 @@ def test_evaluate_report_fields(tmp_path: Path, gold_files: dict[str, Path]) -> 
         n = sum(b["count"] for b in rel[1:])
         ece = sum(b["count"] / n * abs(b["accuracy"] - b["confidence"]) for b in rel[1:])
         assert row["ece_p10"] == pytest.approx(ece) and row["n_p10"] == n
+        n90 = rel[9]["count"]
+        assert row["n_p90"] == n90 and row["precision_p90"] == pytest.approx(rel[9]["accuracy"])
     assert (tmp_path / "reliability.png").read_bytes()[:4] == b"\x89PNG"
     saved = json.loads((tmp_path / "evaluation.json").read_text())
-    assert saved["widths"][1]["ece_p10"] == pytest.approx(w4["ece_p10"])
+    assert saved["widths"][1]["ece_p10"] == pytest.approx(rows["none", 4]["ece_p10"])
