@@ -117,10 +117,11 @@ def test_small_buffer_bounds_lookahead_and_skip_hashes(
 
 
 def test_bad_labels_and_order_are_errors(model_dir: Path) -> None:
+    nlp = load(model_dir)
     with pytest.raises(ValueError, match="PERSON"):
-        TeachSession(load(model_dir), ["a text"], ["PERSON"])
+        TeachSession(nlp, ["a text"], ["PERSON"])
     with pytest.raises(ValueError, match="order"):
-        TeachSession(load(model_dir), ["a text"], LABELS, order="best")
+        TeachSession(nlp, ["a text"], LABELS, order="best")
 
 
 # -- updates move probabilities -------------------------------------------------------------
@@ -343,11 +344,16 @@ def test_next_task_while_updating_in_background(model_dir: Path, gold_texts: lis
 # -- teach-update ---------------------------------------------------------------------------
 
 
-def _answers_file(model_dir: Path, gold_texts: list[Any], path: Path, n: int = 90) -> Path:
+@pytest.fixture(scope="module")
+def answers_file(
+    model_dir: Path, gold_texts: list[Any], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """80 answers from the gold annotation, in the JSONL the session writes."""
     gold = dict(gold_texts)
     session = TeachSession(load(model_dir), list(gold), LABELS, order="random", seed=1)
+    path = tmp_path_factory.mktemp("answers") / "answers.jsonl"
     with path.open("w") as f:
-        for _ in range(n):
+        for _ in range(80):
             task = session.next_task()
             assert task is not None
             f.write(json.dumps(session.answer(task, gold_answer(task, gold))) + "\n")
@@ -355,9 +361,9 @@ def _answers_file(model_dir: Path, gold_texts: list[Any], path: Path, n: int = 9
 
 
 def test_teach_update_resumes_without_training_twice(
-    model_dir: Path, gold_texts: list[Any], tmp_path: Path
+    model_dir: Path, answers_file: Path, tmp_path: Path
 ) -> None:
-    answers = _answers_file(model_dir, gold_texts, tmp_path / "answers.jsonl")
+    answers = answers_file
     out = tmp_path / "out"
     trained: list[tuple[int, list[int]]] = []
 
@@ -396,19 +402,6 @@ def test_teach_update_resumes_without_training_twice(
         teach_update(model_dir, answers, out, n_epochs=3, holdout=0.5)
 
 
-def test_teach_update_recovers_an_interrupted_swap(
-    model_dir: Path, gold_texts: list[Any], tmp_path: Path
-) -> None:
-    answers = _answers_file(model_dir, gold_texts, tmp_path / "answers.jsonl", n=30)
-    out = tmp_path / "out"
-    teach_update(model_dir, answers, out, n_epochs=1, holdout=0.0)
-    out.rename(tmp_path / "out.old")  # as if killed between the two renames
-    (tmp_path / "out.partial").mkdir()  # and an unfinished checkpoint
-    report = teach_update(model_dir, answers, out, n_epochs=2, holdout=0.0)
-    assert [e["epoch"] for e in report["epochs"]] == [1, 2]
-    assert not (tmp_path / "out.partial").exists()
-
-
 def test_bad_answer_lines_name_the_line(model_dir: Path, tmp_path: Path) -> None:
     good = json.dumps(_ans(TEXT, "accept", NY))
     cases = {
@@ -441,13 +434,20 @@ def test_bad_answer_lines_name_the_line(model_dir: Path, tmp_path: Path) -> None
     assert (ans.spans[0].token_start, ans.spans[0].token_end) == (2, 4)
 
 
-def test_teach_update_cli(model_dir: Path, gold_texts: list[Any], tmp_path: Path) -> None:
-    answers = _answers_file(model_dir, gold_texts, tmp_path / "answers.jsonl", n=40)
+def test_teach_update_cli_and_an_interrupted_swap(
+    model_dir: Path, answers_file: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "out"
     result = CliRunner().invoke(
-        app, ["teach-update", str(model_dir), str(answers), "-o", str(out), "-n", "2"]
+        app, ["teach-update", str(model_dir), str(answers_file), "-o", str(out), "-n", "1"]
     )
     assert result.exit_code == 0, result.output
     assert "held-out agreement before" in result.output and f"saved {out}" in result.output
     nlp = spacy.load(out)
     assert nlp.get_pipe("ner").cfg["incorrect_spans_key"] == "incorrect_spans"
+    out.rename(tmp_path / "out.old")  # as if killed between the two renames of a checkpoint
+    (tmp_path / "out.partial").mkdir()  # and an unfinished checkpoint
+    report = teach_update(model_dir, answers_file, out, n_epochs=2)
+    assert [e["epoch"] for e in report["epochs"]] == [1, 2]
+    assert [e["resumed"] for e in report["epochs"]] == [False, False]
+    assert not (tmp_path / "out.partial").exists() and not (tmp_path / "out.old").exists()
