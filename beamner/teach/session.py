@@ -5,8 +5,15 @@ Contract of :class:`TeachSession` (what a server builds on)
 
 ``TeachSession(nlp, source, labels, *, order="uncertainty", buffer=64,
 batch_size=16, beam_width=16, beam_density=0.0001, threshold=0.05,
-update_width=None, learn_rate=None, drop=0.1, seed=0, fmt="auto",
-incorrect_spans_key="incorrect_spans")``
+update_width=None, update_batch=16, learn_rate=None, drop=0.1, seed=0,
+fmt="auto", normalize=None, incorrect_spans_key="incorrect_spans")``
+
+Task options (``order``, ``buffer``, ``batch_size``, ``threshold``,
+``normalize``, ``seed``): :class:`beamner.teach.tasks.TaskStream`.
+``update_width``: beam width of the updates (default ``beam_width``);
+``update_batch``: texts per native update; ``learn_rate``: overrides the
+pipeline's optimizer's (``[training.optimizer]``, a fresh one per session);
+``drop``: dropout during updates.
 
 * ``nlp`` is changed in place: its NER becomes beamner's ``beamner_ner``
   component (:func:`beamner.accelerate`, weights shared), with
@@ -16,7 +23,9 @@ incorrect_spans_key="incorrect_spans")``
 * :meth:`next_task` -> a task ``dict`` (format: :mod:`beamner.teach.tasks`)
   or ``None`` when the source is exhausted. Each task is served once, even to
   concurrent callers, unless given back by :meth:`retract`. Scores come from
-  the model as of the latest finished :meth:`update`.
+  the model as of the latest finished :meth:`update`. A bad line of a source
+  file raises :class:`~beamner.io.records.InputError` (``path:line: ...``)
+  from here.
 * :meth:`answer` ``(task, "accept"|"reject"|"ignore")`` -> the answer ``dict``
   (the task plus ``"answer"``; what to append to a dataset file). It is kept
   as *pending* until an :meth:`update` takes it.
@@ -37,6 +46,18 @@ incorrect_spans_key="incorrect_spans")``
   dataset file: pass the ``_task_hash`` of every answer in it).
 * :meth:`stats` -> counts for a progress line; :meth:`save` ``(path)``
   writes the pipeline (consistent weights) to disk.
+
+What an update learns
+---------------------
+
+An accept makes the span a gold entity with every other token *missing*; a
+reject makes it a negative span (``incorrect_spans_key``). spaCy's global
+update (max violation) then pushes up the beam's parses consistent with the
+answers and pushes down the others, from the steps where the beam's best
+states contradict the answers. So an answer the best parse already agrees
+with (accepting an entity the model predicts, rejecting one it does not)
+teaches little or nothing; answers about entities near p = 0.5 teach the
+most, which is what uncertainty order serves first.
 
 Locking model
 -------------
@@ -179,6 +200,7 @@ class TeachSession:
         drop: float = 0.1,
         seed: int = 0,
         fmt: str = "auto",
+        normalize: str | None = None,
         incorrect_spans_key: str = DEFAULT_NEG_KEY,
     ) -> None:
         self.nlp = nlp
@@ -209,6 +231,7 @@ class TeachSession:
             threshold=threshold,
             seed=seed,
             fmt=fmt,
+            normalize=normalize,
             score_lock=self._model_lock,
         )
         self.optimizer = nlp.create_optimizer()  # type: ignore[no-untyped-call]

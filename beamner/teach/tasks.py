@@ -161,8 +161,9 @@ class TaskStream:
     the requested ``labels`` with the beam (:func:`beam_docs`). Candidates with
     probability below ``threshold`` are not offered. Pending candidates wait in
     a look-ahead buffer of at most ``buffer`` tasks (plus one batch while it
-    is refilled). ``score_lock`` (optional) is held while the beam reads the
-    model's weights:
+    is refilled). ``normalize`` is passed to :func:`beam_docs` (``None``: the
+    component's setting). ``score_lock`` (optional) is held while the beam
+    reads the model's weights:
 
     * ``order="uncertainty"``: :meth:`next` serves the buffered candidate with
       p closest to 0.5; when the buffer overflows, the least uncertain
@@ -199,6 +200,7 @@ class TaskStream:
         threshold: float = 0.05,
         seed: int = 0,
         fmt: str = "auto",
+        normalize: str | None = None,
         score_lock: AbstractContextManager[Any] | None = None,
     ) -> None:
         if order not in ORDERS:
@@ -223,6 +225,7 @@ class TaskStream:
         self.beam_width = beam_width
         self.beam_density = beam_density
         self.threshold = threshold
+        self.normalize = normalize
         self.rng = random.Random(seed)
         self._records = records_from(source, fmt)
         self._exhausted = False
@@ -332,6 +335,7 @@ class TaskStream:
                     self.beam_width,
                     self.beam_density,
                     temperature,
+                    normalize=self.normalize,
                 )
             for p, beam in zip(nonempty, beams):
                 for (start, end, label), prob in beam.entities.items():

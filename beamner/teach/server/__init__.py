@@ -1,0 +1,29 @@
+"""``beamner teach``: a local annotation page for the yes/no loop.
+
+:class:`TeachServer` holds the state (a :class:`~beamner.teach.TeachSession`,
+the dataset file, the tasks each page is showing, background updates and
+saves); :func:`make_app` wraps it in a Starlette app serving the page
+(``static/``: plain HTML, CSS and JavaScript) and a small JSON API;
+:func:`serve` runs it with uvicorn. Needs the ``teach`` extra
+(``pip install beamner[teach]``: starlette, uvicorn).
+"""
+
+from beamner.teach.server.app import (
+    DatasetFile,
+    RequestError,
+    TeachServer,
+    bind_socket,
+    make_app,
+    serve,
+    uvicorn_server,
+)
+
+__all__ = [
+    "DatasetFile",
+    "RequestError",
+    "TeachServer",
+    "bind_socket",
+    "make_app",
+    "serve",
+    "uvicorn_server",
+]

@@ -1,0 +1,477 @@
+"""The server behind ``beamner teach``: state, JSON API and the uvicorn runner.
+
+State (:class:`TeachServer`), all behind one lock:
+
+* each page (a browser tab: a client id the page keeps in ``sessionStorage``,
+  so a reload keeps it) has a list of *shown* tasks: served to it, not yet
+  answered. ``/api/next`` gives the first of them, or a new task from the
+  session (each task is served to one page only); a reload shows the same task
+  again, and two tabs never see the same task.
+* ``/api/answer`` accepts an answer only for a task shown to that page (a
+  repeated click or a stale tab gets 409, never a second line), records it in
+  the session, appends it to the dataset file and flushes it, and returns the
+  page's next task in the same response.
+* ``/api/undo`` takes back the page's last answer while the session still has
+  it pending (not yet taken by a model update): the line is removed from the
+  dataset file and the task is shown again; after an update took it: 409.
+* every ``update_every`` answers a background thread runs
+  :meth:`TeachSession.update` (the pages keep getting tasks meanwhile; the
+  session's locking keeps that to short waits) and, every ``save_every``
+  answers, saves the model to ``output`` (written next to it, then renamed).
+  On shutdown, pending answers are trained on and the model is saved.
+
+Restarting with the same dataset file skips every task answered in it (by task
+hash, recomputed from each answer's text and spans) and carries on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from beamner.io.records import InputError
+from beamner.teach.answers import parse_answer
+from beamner.teach.session import TeachSession
+from beamner.teach.tasks import input_hash, task_hash
+
+__all__ = [
+    "DatasetFile",
+    "RequestError",
+    "TeachServer",
+    "bind_socket",
+    "make_app",
+    "serve",
+    "uvicorn_server",
+]
+
+STATIC = Path(__file__).resolve().parent / "static"
+LOG = logging.getLogger("beamner.teach")
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+DECISIONS = ("accept", "reject", "ignore")
+
+
+class RequestError(Exception):
+    """A request the server refuses: an HTTP status and a message for the page."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _answer_hashes(obj: dict[str, Any]) -> set[int]:
+    """Task hashes an answer line stands for, recomputed from its content (and
+    the ``_task_hash`` it carries, for tools whose spans we cannot recompute)."""
+    out: set[int] = set()
+    text = obj.get("text")
+    spans = obj.get("spans") or []
+    if isinstance(text, str) and isinstance(spans, list):
+        ih = input_hash(text)
+        for span in spans:
+            if isinstance(span, dict) and {"start", "end", "label"} <= span.keys():
+                out.add(task_hash(ih, int(span["start"]), int(span["end"]), str(span["label"])))
+    carried = obj.get("_task_hash")
+    if isinstance(carried, int) and not isinstance(carried, bool):
+        out.add(carried)
+    return out
+
+
+class DatasetFile:
+    """The answers JSONL file: existing answers are read (and validated) once;
+    new ones are appended and flushed one by one; the last answers can be
+    removed again (undo)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.answered: set[int] = set()
+        self.n_previous = 0
+        if self.path.exists():
+            self._read_existing()
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(self.path, "ab")  # kept open for the server's lifetime
+
+    def _read_existing(self) -> None:
+        data = self.path.read_bytes()
+        end = data.rfind(b"\n") + 1
+        if end != len(data):  # an interrupted write: cut the partial last line
+            LOG.warning("%s: cutting a partial last line (%d bytes)", self.path, len(data) - end)
+            with open(self.path, "r+b") as f:
+                f.truncate(end)
+            data = data[:end]
+        for lineno, raw in enumerate(data.splitlines(), start=1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw.decode("utf-8"))
+                parse_answer(obj, lineno, str(self.path))
+            except (UnicodeDecodeError, json.JSONDecodeError, InputError) as err:
+                raise ValueError(
+                    f"{self.path}:{lineno}: not an answer line ({err}); "
+                    "fix or move the dataset file, then restart"
+                ) from None
+            self.answered |= _answer_hashes(obj)
+            self.n_previous += 1
+
+    def append(self, answer: dict[str, Any]) -> tuple[int, int]:
+        """Write one answer line and flush it; its (offset, length) in bytes."""
+        line = (json.dumps(answer, ensure_ascii=False) + "\n").encode("utf-8")
+        offset = self._f.tell()
+        self._f.write(line)
+        self._f.flush()
+        return offset, len(line)
+
+    def remove(self, offset: int, length: int) -> None:
+        """Remove the line at ``offset`` (the last line: a truncate; otherwise the
+        file is rewritten beside itself and renamed over)."""
+        self._f.flush()
+        size = self._f.tell()
+        if offset + length == size:
+            self._f.truncate(offset)
+            self._f.seek(offset)
+            return
+        data = self.path.read_bytes()
+        tmp = self.path.with_name(self.path.name + ".undo")
+        with open(tmp, "wb") as f:
+            f.write(data[:offset] + data[offset + length :])
+            f.flush()
+            os.fsync(f.fileno())
+        self._f.close()
+        os.replace(tmp, self.path)
+        self._f = open(self.path, "ab")
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class TeachServer:
+    """The annotation server's state (see the module docstring)."""
+
+    def __init__(
+        self,
+        session: TeachSession,
+        dataset: str | os.PathLike[str],
+        *,
+        update_every: int = 10,
+        save_every: int = 100,
+        output: str | os.PathLike[str] | None = None,
+        model_name: str = "",
+        labels: list[str] | None = None,
+    ) -> None:
+        if update_every < 1 or save_every < 1:
+            raise ValueError("update_every and save_every must be >= 1")
+        self.session = session
+        self.dataset = DatasetFile(dataset)
+        session.skip_hashes(self.dataset.answered)
+        self.update_every = update_every
+        self.save_every = save_every
+        self.output = Path(output) if output is not None else None
+        self.model_name = model_name
+        self.labels = list(labels or [])
+        self._lock = threading.Lock()
+        self._shown: dict[str, list[dict[str, Any]]] = {}  # client -> tasks shown, unanswered
+        self._answered: dict[str, list[int]] = {}  # client -> its answers' task hashes (undo)
+        self._lines: dict[int, tuple[int, int]] = {}  # task hash -> (offset, length) in file
+        self._since_update = 0
+        self._since_save = 0
+        self._updater: threading.Thread | None = None
+        self.n_saves = 0
+        self.last_update: dict[str, Any] | None = None
+        self.last_error: str | None = None
+        self.closed = False
+
+    # -- requests ---------------------------------------------------------------------------
+
+    @staticmethod
+    def check_client(client: Any) -> str:
+        if not isinstance(client, str) or not _CLIENT_ID.match(client):
+            raise RequestError(400, "'client' must be 1-64 letters, digits, '-' or '_'")
+        return client
+
+    def next_for(self, client: str) -> dict[str, Any] | None:
+        """The task this page should show: its oldest unanswered one, or a new one."""
+        with self._lock:
+            self._check_open()
+            return self._next_locked(client)
+
+    def _next_locked(self, client: str) -> dict[str, Any] | None:
+        shown = self._shown.setdefault(client, [])
+        if not shown:
+            task = self.session.next_task()
+            if task is None:
+                return None
+            shown.append(task)
+        return shown[0]
+
+    def answer(self, client: str, th: Any, decision: Any) -> dict[str, Any] | None:
+        """Record an answer to a task shown to ``client``; the page's next task."""
+        if decision not in DECISIONS:
+            raise RequestError(400, f"'answer' must be one of {', '.join(DECISIONS)}")
+        if not isinstance(th, int) or isinstance(th, bool):
+            raise RequestError(400, "'task_hash' must be an integer")
+        with self._lock:
+            self._check_open()
+            shown = self._shown.get(client, [])
+            task = next((t for t in shown if t["_task_hash"] == th), None)
+            if task is None:
+                raise RequestError(
+                    409, f"task {th} is not waiting for an answer on this page (already answered?)"
+                )
+            answer = self.session.answer(task, decision)
+            self._lines[th] = self.dataset.append(answer)
+            shown.remove(task)
+            self._answered.setdefault(client, []).append(th)
+            self._since_update += 1
+            self._since_save += 1
+            self._maybe_update_locked()
+            return self._next_locked(client)
+
+    def undo(self, client: str) -> dict[str, Any]:
+        """Take back this page's last answer if no update has trained on it yet;
+        the task, to show again."""
+        with self._lock:
+            self._check_open()
+            answered = self._answered.get(client, [])
+            if not answered:
+                raise RequestError(409, "nothing to undo on this page")
+            th = answered[-1]
+            if self.session.retract(th) is None:
+                answered.clear()  # older answers were trained on too
+                raise RequestError(
+                    409, "the last answer has already been trained on: it cannot be undone"
+                )
+            answered.pop()
+            offset, length = self._lines.pop(th)
+            self.dataset.remove(offset, length)
+            for other, (o, n) in self._lines.items():
+                if o > offset:
+                    self._lines[other] = (o - length, n)
+            # retract() put the task back at the front of the stream: take it for this page.
+            task = self.session.next_task()
+            if task is None or task["_task_hash"] != th:  # pragma: no cover - stream contract
+                raise RuntimeError("the stream did not give the undone task back first")
+            self._shown.setdefault(client, []).insert(0, task)
+            self._since_update = max(0, self._since_update - 1)
+            self._since_save = max(0, self._since_save - 1)
+            return task
+
+    def stats(self) -> dict[str, Any]:
+        stats = self.session.stats()
+        with self._lock:
+            updating = self._updater is not None and self._updater.is_alive()
+            stats.update(
+                n_previous=self.dataset.n_previous,
+                n_total=self.dataset.n_previous + stats["n_answers"],
+                updating=updating,
+                update_every=self.update_every,
+                n_saves=self.n_saves,
+                last_update=self.last_update,
+                last_error=self.last_error,
+                dataset=str(self.dataset.path),
+                model=self.model_name,
+                labels=self.labels,
+            )
+        return stats
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise RequestError(503, "the server is shutting down")
+
+    # -- updates and saves ------------------------------------------------------------------
+
+    def _maybe_update_locked(self) -> None:
+        if self._since_update < self.update_every:
+            return
+        if self._updater is not None and self._updater.is_alive():
+            return  # the next answer tries again
+        self._since_update = 0
+        save = self.output is not None and self._since_save >= self.save_every
+        if save:
+            self._since_save = 0
+        self._updater = threading.Thread(
+            target=self._run_update, args=(save,), name="beamner-teach-update", daemon=True
+        )
+        self._updater.start()
+
+    def _run_update(self, save: bool) -> None:
+        try:
+            result = self.session.update()
+            with self._lock:
+                self.last_update = result.as_dict()
+            if save:
+                self.save()
+        except Exception as err:  # a failed update must not take the server down
+            LOG.exception("model update failed")
+            with self._lock:
+                self.last_error = f"model update failed: {err}"
+
+    def save(self) -> None:
+        """Save the model to ``output``: written beside it, then renamed over it."""
+        if self.output is None:
+            return
+        tmp = self.output.with_name(self.output.name + ".saving")
+        old = self.output.with_name(self.output.name + ".old")
+        for leftover in (tmp, old):
+            if leftover.exists():
+                shutil.rmtree(leftover)
+        self.session.save(tmp)
+        state = {
+            "dataset": str(self.dataset.path),
+            "answers_trained_this_run": self.session.stats()["n_trained"],
+            "model_updates_this_run": self.session.stats()["n_updates"],
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        (tmp / "teach.json").write_text(json.dumps(state, indent=2) + "\n")
+        if self.output.exists():
+            os.replace(self.output, old)
+        os.replace(tmp, self.output)
+        if old.exists():
+            shutil.rmtree(old)
+        with self._lock:
+            self.n_saves += 1
+
+    def close(self) -> None:
+        """Stop taking answers, train on the pending ones, save, close the file."""
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            updater = self._updater
+        if updater is not None:
+            updater.join()
+        try:
+            if self.session.n_pending:
+                self.last_update = self.session.update().as_dict()
+            self.save()
+        finally:
+            self.dataset.close()
+
+
+# -- HTTP --------------------------------------------------------------------------------------
+
+
+def make_app(server: TeachServer) -> Any:
+    """The Starlette app: the page, its static files and the JSON API."""
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException
+    from starlette.requests import Request
+    from starlette.responses import FileResponse, JSONResponse
+    from starlette.routing import Mount, Route
+    from starlette.staticfiles import StaticFiles
+
+    async def body_of(request: Request) -> dict[str, Any]:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise RequestError(400, "the request body must be JSON") from None
+        if not isinstance(body, dict):
+            raise RequestError(400, "the request body must be a JSON object")
+        return body
+
+    async def index(request: Request) -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+
+    async def api_next(request: Request) -> JSONResponse:
+        body = await body_of(request)
+        client = server.check_client(body.get("client"))
+        task = await run_in_threadpool(server.next_for, client)
+        return JSONResponse({"task": task, "stats": server.stats()})
+
+    async def api_answer(request: Request) -> JSONResponse:
+        body = await body_of(request)
+        client = server.check_client(body.get("client"))
+        task = await run_in_threadpool(
+            server.answer, client, body.get("task_hash"), body.get("answer")
+        )
+        return JSONResponse({"task": task, "stats": server.stats()})
+
+    async def api_undo(request: Request) -> JSONResponse:
+        body = await body_of(request)
+        client = server.check_client(body.get("client"))
+        task = await run_in_threadpool(server.undo, client)
+        return JSONResponse({"task": task, "stats": server.stats()})
+
+    async def api_stats(request: Request) -> JSONResponse:
+        return JSONResponse(await run_in_threadpool(server.stats))
+
+    async def refused(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestError)
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+
+    async def crashed(request: Request, exc: Exception) -> JSONResponse:
+        LOG.exception("error answering %s %s", request.method, request.url.path)
+        return JSONResponse({"error": f"server error: {exc}"}, status_code=500)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        yield
+        await run_in_threadpool(server.close)
+
+    return Starlette(
+        routes=[
+            Route("/", index),
+            Route("/api/next", api_next, methods=["POST"]),
+            Route("/api/answer", api_answer, methods=["POST"]),
+            Route("/api/undo", api_undo, methods=["POST"]),
+            Route("/api/stats", api_stats),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        ],
+        exception_handlers={
+            RequestError: refused,
+            HTTPException: http_error,
+            Exception: crashed,
+        },
+        lifespan=lifespan,
+    )
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (0: any free port), or an OSError
+    that says plainly what is wrong (a port in use, above all)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        if err.errno == errno.EADDRINUSE:
+            raise OSError(
+                f"port {port} on {host} is already in use (another beamner teach?); "
+                "choose another with --port"
+            ) from None
+        raise OSError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
+    sock.listen(128)
+    return sock
+
+
+def uvicorn_server(server: TeachServer, *, log_level: str = "warning") -> Any:
+    """A ``uvicorn.Server`` for the app (HTTP only: no websockets needed)."""
+    import uvicorn
+
+    config = uvicorn.Config(make_app(server), log_level=log_level, lifespan="on", ws="none")
+    return uvicorn.Server(config)
+
+
+def serve(server: TeachServer, sock: socket.socket, *, log_level: str = "warning") -> None:
+    """Run the app on ``sock`` with uvicorn until interrupted (Ctrl-C, SIGTERM);
+    the lifespan's shutdown trains on pending answers and saves the model.
+    uvicorn raises a caught Ctrl-C again once it has shut down: that is the
+    normal way out here, not an error."""
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn_server(server, log_level=log_level).run(sockets=[sock])
