@@ -85,6 +85,10 @@ def test_tasks_format_hashes_and_order(model_dir: Path, gold_texts: list[Any]) -
             input_hash(text), span["start"], span["end"], span["label"]
         )
         assert 0 <= task["_task_hash"] < 2**53
+        tokens = task["tokens"]
+        assert tokens[span["token_start"]]["start"] == span["start"]
+        assert tokens[span["token_end"]]["end"] == span["end"]
+        assert "".join(t["text"] + " " * t["ws"] for t in tokens) == text
         hashes.add(task["_task_hash"])
     assert len(hashes) == len(tasks)  # each candidate served once
     # The whole source fits in the buffer and the model does not change: strictly by uncertainty.
@@ -265,6 +269,14 @@ def test_examples_from_answers(model_dir: Path) -> None:
     ]
     # Every token outside the accepted entity is unknown (missing), not O.
     assert [t.ent_iob_ for t in ref] == ["", "", "B", "I"] + [""] * (len(ref) - 4)
+    # The task's own tokens are the ones trained on (one token the tokenizer would split).
+    text = "I'll see New York"
+    words, spaces = ["I'll", "see", "New", "York"], [True, True, True, False]
+    tokens = [{"text": w, "ws": sp} for w, sp in zip(words, spaces)]
+    answer = {**_ans(text, "accept", (9, 17, "location")), "tokens": tokens}
+    (eg,) = build_examples(nlp, merge_answers([answer])[0], "neg")
+    assert [t.text for t in eg.predicted] == [t.text for t in eg.reference] == words
+    assert [(e.start, e.end) for e in eg.reference.ents] == [(2, 4)]
 
 
 def test_session_update_with_conflicting_answers(model_dir: Path) -> None:
@@ -412,6 +424,7 @@ def test_bad_answer_lines_name_the_line(model_dir: Path, tmp_path: Path) -> None
         ),
         '{"text": "abc", "answer": "accept", "spans": [{"label": "x"}]}': "token_start",
         '{"answer": "accept"}': "text",
+        '{"text": "a b", "answer": "reject", "tokens": [{"text": "a", "ws": false}]}': "spell",
     }
     for bad, what in cases.items():
         path = tmp_path / "bad.jsonl"

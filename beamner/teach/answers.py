@@ -11,6 +11,9 @@ Prodigy (``prodigy db-out``) or by any other tool are read the same way:
   ``start``/``end`` (preferred when present; they must fall on the model's
   token boundaries) or ``token_start``/``token_end`` (``token_end``
   inclusive, Prodigy's convention);
+* ``tokens`` (optional, Prodigy's format: ``text`` and ``ws`` per token) fix
+  the tokenization the spans refer to; they must spell the text exactly.
+  Without them, the model's tokenizer splits the text;
 * ``_input_hash``/``_task_hash`` in the file are not trusted: hashes are
   recomputed from the content (:func:`~beamner.teach.tasks.input_hash`).
 
@@ -65,6 +68,7 @@ __all__ = [
     "doc_span",
     "merge_answers",
     "parse_answer",
+    "predicted_docs",
     "read_answers",
 ]
 
@@ -98,6 +102,9 @@ class Answer:
     spans: list[AnswerSpan]
     line: int = 0
     source: str = ""
+    #: The task's tokenization (from its ``tokens``), or None: the model's tokenizer.
+    words: list[str] | None = None
+    spaces: list[bool] | None = None
 
     @property
     def input_hash(self) -> int:
@@ -118,6 +125,9 @@ class TextAnswers:
     rejected: list[AnswerSpan] = field(default_factory=list)
     #: ``where`` of the first answer about this text (for error messages).
     where: str = ""
+    #: Tokenization of the first answer about this text that carried ``tokens``.
+    words: list[str] | None = None
+    spaces: list[bool] | None = None
 
     @property
     def task_hashes(self) -> list[int]:
@@ -199,7 +209,24 @@ def parse_answer(obj: Any, line: int = 0, source: str = "") -> Answer:
     spans = (
         [] if decision == "ignore" else [_parse_span(s, text, i) for i, s in enumerate(raw_spans)]
     )
-    return Answer(text, str(decision), spans, line, source)
+    words, spaces = _parse_tokens(obj.get("tokens"), text)
+    return Answer(text, str(decision), spans, line, source, words, spaces)
+
+
+def _parse_tokens(tokens: Any, text: str) -> tuple[list[str] | None, list[bool] | None]:
+    """Words and trailing-space flags of a task's ``tokens`` (Prodigy's format:
+    ``text``, ``start``, ``end``, ``id``, ``ws``), checked against the text."""
+    if tokens is None:
+        return None, None
+    if not isinstance(tokens, list) or not all(
+        isinstance(t, dict) and isinstance(t.get("text"), str) and t["text"] for t in tokens
+    ):
+        raise InputError('"tokens" must be a list of objects with a non-empty "text"')
+    words = [t["text"] for t in tokens]
+    spaces = [bool(t.get("ws", True)) for t in tokens]
+    if "".join(w + (" " if sp else "") for w, sp in zip(words, spaces)) != text:
+        raise InputError('"tokens" (their "text" and "ws") do not spell the "text"')
+    return words, spaces
 
 
 def read_answers(path: str | os.PathLike[str]) -> Iterator[Answer]:
@@ -258,7 +285,9 @@ def merge_answers(
         ih = ans.input_hash
         if ih not in by_text:
             by_text[ih] = (TextAnswers(ans.text, ih, where=ans.where), {})
-        _, decisions = by_text[ih]
+        text_answers, decisions = by_text[ih]
+        if text_answers.words is None and ans.words is not None:
+            text_answers.words, text_answers.spaces = ans.words, ans.spaces
         for span in ans.spans:
             if span.key in decisions:
                 report.n_overridden += 1
@@ -301,6 +330,16 @@ def doc_span(doc: Doc, span: AnswerSpan, where: str) -> Span:
     return Span(doc, start, end, label=span.label)
 
 
+def predicted_docs(nlp: Language, merged: Sequence[TextAnswers]) -> list[Doc]:
+    """The texts through the pipeline's components before the NER, tokenized as
+    their answers' ``tokens`` say (the model's tokenizer where there are none)."""
+    inputs = (
+        m.text if m.words is None else Doc(nlp.vocab, words=m.words, spaces=m.spaces)
+        for m in merged
+    )
+    return list(nlp.pipe(inputs, disable=upstream_disabled(nlp)))
+
+
 def build_examples(
     nlp: Language,
     merged: Sequence[TextAnswers],
@@ -313,7 +352,7 @@ def build_examples(
     spans under ``spans[neg_key]``. A span off the model's token boundaries
     raises :class:`~beamner.io.records.InputError` naming the answer."""
     if docs is None:
-        docs = list(nlp.pipe((m.text for m in merged), disable=upstream_disabled(nlp)))
+        docs = predicted_docs(nlp, merged)
     examples = []
     for m, doc in zip(merged, docs):
         ref = Doc(nlp.vocab, words=[t.text for t in doc], spaces=[bool(t.whitespace_) for t in doc])

@@ -36,7 +36,7 @@ from typing import Any
 import spacy
 from spacy.language import Language
 
-from beamner.engine.pipes import load_model, upstream_disabled
+from beamner.engine.pipes import load_model
 from beamner.pipeline import BeamnerEntityRecognizer
 from beamner.probabilities.beams import beam_docs
 from beamner.teach.answers import (
@@ -44,6 +44,7 @@ from beamner.teach.answers import (
     build_examples,
     doc_span,
     merge_answers,
+    predicted_docs,
     read_answers,
 )
 from beamner.teach.session import DEFAULT_NEG_KEY, prepare_pipeline, train_answers
@@ -81,7 +82,7 @@ def answer_agreement(
 
     pipe = find_ner(nlp)
     if docs is None:
-        docs = list(nlp.pipe((m.text for m in merged), disable=upstream_disabled(nlp)))
+        docs = predicted_docs(nlp, merged)
     temperature = float(pipe.cfg.get("temperature", 1.0))
     nonempty = [i for i, d in enumerate(docs) if len(d)]
     beams = beam_docs(pipe, [docs[i] for i in nonempty], beam_width, beam_density, temperature)
@@ -202,11 +203,8 @@ def teach_update(
     train, held = split_holdout(merged, holdout)
     if not train:
         raise ValueError(f"{answers}: no answers left to train on (holdout {holdout})")
-    disabled = upstream_disabled(nlp)
-    held_docs = list(nlp.pipe((m.text for m in held), disable=disabled))
-    train_examples = build_examples(
-        nlp, train, incorrect_spans_key, list(nlp.pipe((m.text for m in train), disable=disabled))
-    )
+    held_docs = predicted_docs(nlp, held)
+    train_examples = build_examples(nlp, train, incorrect_spans_key)
     by_hash = {m.input_hash: eg for m, eg in zip(train, train_examples)}
 
     def agreement() -> dict[str, Any]:

@@ -4,6 +4,7 @@ A task is a plain ``dict`` (what is written to and read from JSONL)::
 
     {
       "text": "Visiting New York today",
+      "tokens": [{"text": "Visiting", "start": 0, "end": 8, "id": 0, "ws": true}, ...],
       "spans": [{"start": 9, "end": 17, "token_start": 1, "token_end": 2,
                  "label": "GPE", "score": 0.512}],
       "meta": {"score": 0.512, "uncertainty": 0.976, "line": 3, "model_version": 0},
@@ -11,7 +12,9 @@ A task is a plain ``dict`` (what is written to and read from JSONL)::
       "_task_hash": 987654321098765
     }
 
-plus any other keys of the input record (``meta`` keys of the input are kept
+plus any other keys of the input record. ``tokens`` is the tokenization the
+model saw (Prodigy's format); answers carrying it are trained on the same
+tokens. Also kept: any other keys of the input record (``meta`` keys of the input are kept
 under ``meta``). ``start``/``end`` are character offsets (end exclusive),
 ``token_start``/``token_end`` token indices with ``token_end`` *inclusive*
 (Prodigy's convention). ``meta.score`` and ``spans[0].score`` are the
@@ -130,12 +133,23 @@ def make_task(
     extra = {
         k: v
         for k, v in record.extra.items()
-        if k not in ("meta", "spans", "answer", "_input_hash", "_task_hash")
+        if k not in ("meta", "spans", "tokens", "answer", "_input_hash", "_task_hash")
     }
     ih = input_hash(doc.text)
+    tokens = [
+        {
+            "text": t.text,
+            "start": t.idx,
+            "end": t.idx + len(t),
+            "id": t.i,
+            "ws": bool(t.whitespace_),
+        }
+        for t in doc
+    ]
     return {
         **extra,
         "text": doc.text,
+        "tokens": tokens,
         "spans": [span],
         "meta": meta,
         "_input_hash": ih,
