@@ -220,6 +220,38 @@ def summarize(runs: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
     return out
 
 
+def table(results: dict[str, Any]) -> str:
+    """Markdown table: mean ± std over seeds at 0, 500 and all answers."""
+    summary = results["summary"]
+    n = results["meta"]["answers"]
+    rows = [
+        "| condition | answers | accepted | dev F1 | test F1 | dev ECE | test ECE |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def cell(point: dict[str, Any], key: str) -> str:
+        mean, std = point[key]
+        return f"{mean:.3f} ± {std:.3f}"
+
+    base = next(iter(summary.values()))["points"][0]
+    rows.append(
+        f"| start (greedy, 300 sentences) | 0 | - | {cell(base, 'dev_f1')} | "
+        f"{cell(base, 'test_f1')} | {cell(base, 'dev_ece')} | {cell(base, 'test_ece')} |"
+    )
+    for cond, data in summary.items():
+        if cond == "none":
+            continue
+        accepted = f"{100 * data['accept_rate']:.0f}%" if data["accept_rate"] is not None else "-"
+        for point in data["points"]:
+            if point["answers"] in (n // 2, n):
+                rows.append(
+                    f"| {cond} order | {point['answers']} | {accepted} | "
+                    f"{cell(point, 'dev_f1')} | {cell(point, 'test_f1')} | "
+                    f"{cell(point, 'dev_ece')} | {cell(point, 'test_ece')} |"
+                )
+    return "\n".join(rows)
+
+
 def plot(summary: dict[str, Any], path: Path, meta: dict[str, Any]) -> None:
     import matplotlib
 
@@ -277,7 +309,16 @@ def main() -> None:
         "--output", type=Path, default=ROOT / "experiments" / "results" / "teach_simulation.json"
     )
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "teach_simulation.png")
+    parser.add_argument(
+        "--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS)
+    )
+    parser.add_argument(
+        "--table", action="store_true", help="print the README table of --output and exit"
+    )
     args = parser.parse_args()
+    if args.table:
+        print(table(json.loads(args.output.read_text())))
+        return
     t_start = time.perf_counter()
     vocab_nlp = spacy.blank("en")
     train_sents = read_conll(DATA / "wnut17train.conll")
@@ -311,7 +352,7 @@ def main() -> None:
         train_seconds = time.perf_counter() - t0
         config, model_bytes = nlp.config, nlp.to_bytes()
         runs[str(seed)] = {}
-        for cond in CONDITIONS:
+        for cond in args.conditions:
             t0 = time.perf_counter()
             if cond == "none":
                 nlp0 = load_model_from_config(config, auto_fill=True).from_bytes(model_bytes)
