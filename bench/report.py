@@ -68,6 +68,20 @@ TARGETS: list[tuple[str, tuple[str, str], tuple[str, str], str, float]] = [
         3.0,
     ),
     (
+        'fused "local" within 10% of fused "none" at width 16 (entity_scores)',
+        ("entity_scores w16 d0.0001 normalize=none", "beamner"),
+        ("entity_scores w16 d0.0001 normalize=local", "beamner"),
+        "cost",
+        1.1,
+    ),
+    (
+        'fused "local" within 10% of fused "none" at width 16 (beam_parse)',
+        ("beam_parse w16 d0.0001 normalize=none", "beamner"),
+        ("beam_parse w16 d0.0001 normalize=local", "beamner"),
+        "cost",
+        1.1,
+    ),
+    (
         "NER component width 16 vs spaCy greedy",
         ("ner component greedy", "spacy"),
         ("ner component w16 d0.0001", "beamner"),

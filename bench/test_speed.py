@@ -195,3 +195,67 @@ def test_search_beamner(timed, width, beamner_ner, docs, n_tokens):  # type: ign
         tokens=n_tokens,
         note="beamner: BeamBatch.run_precomputed on precompute()'s arrays",
     )
+
+
+# -- normalized beam (issue 11): normalize="local" against "none", same run ----------------------
+
+NORMALIZE_SETTINGS = ("none", "local")
+
+
+def normalize_case(what: str, normalize: str) -> str:
+    return f"{what} w16 d0.0001 normalize={normalize}"
+
+
+@pytest.mark.parametrize("normalize", NORMALIZE_SETTINGS)
+def test_entity_scores_normalize(timed, normalize, beamner_ner, docs, n_tokens):  # type: ignore[no-untyped-def]
+    """Fused entity scores (precompute + native search + probabilities)."""
+    timed(
+        "beamner",
+        normalize_case("entity_scores", normalize),
+        lambda: beamner.entity_scores(
+            beamner_ner, docs, beam_width=16, beam_density=0.0001, normalize=normalize
+        ),
+        3,
+        tokens=n_tokens,
+        normalize=normalize,
+        note=f"beamner.entity_scores(normalize={normalize!r}), fused",
+    )
+
+
+@pytest.mark.parametrize("normalize", NORMALIZE_SETTINGS)
+def test_beam_parse_normalize(timed, normalize, beamner_ner, docs, n_tokens):  # type: ignore[no-untyped-def]
+    """The drop-in component's beam_parse with its ``normalize`` setting."""
+    ner = BeamnerEntityRecognizer.from_pipe(beamner_ner, normalize=normalize)
+    beams = timed(
+        "beamner",
+        normalize_case("beam_parse", normalize),
+        lambda: ner.beam_parse(docs, beam_width=16, beam_density=0.0001),
+        3,
+        tokens=n_tokens,
+        normalize=normalize,
+        note=f"BeamnerEntityRecognizer(normalize={normalize!r}).beam_parse, fused",
+    )
+    assert len(beams) == len(docs)
+
+
+@pytest.mark.parametrize("normalize", NORMALIZE_SETTINGS)
+def test_search_normalize(timed, normalize, beamner_ner, docs, n_tokens):  # type: ignore[no-untyped-def]
+    """The search alone (features precomputed outside the timer): where the
+    log-softmax's cost shows undiluted."""
+    layers = precompute(beamner_ner, docs)
+    system = transition_system(beamner_ner.moves)
+    args = (layers.features, layers.lower_bias, layers.upper_W, layers.upper_b, layers.class_mask)
+
+    def search() -> None:
+        batch = beamner.BeamBatch(system, doc_batch(docs), 16, 0.0001, normalize=normalize)
+        batch.run_precomputed(*args)
+
+    timed(
+        "beamner",
+        normalize_case("search", normalize),
+        search,
+        3,
+        tokens=n_tokens,
+        normalize=normalize,
+        note=f"BeamBatch(normalize={normalize!r}).run_precomputed",
+    )

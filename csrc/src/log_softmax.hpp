@@ -14,7 +14,7 @@ namespace beamner {
 /// them); a row without a valid action is written as zeros. `scratch` is
 /// resized as needed (no allocation once it is large enough).
 void log_softmax_valid_rows(const float* x, const std::uint8_t* valid, std::int64_t n_rows,
-                            std::int64_t n_cols, float* out, std::vector<double>& scratch);
+                            std::int64_t n_cols, float* out, std::vector<float>& scratch);
 
 /// exp(x) for double x <= 0 with a vectorisable polynomial (within ~2 ulp of
 /// std::exp; 0 below -708). Exposed for the tests.

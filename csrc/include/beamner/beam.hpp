@@ -162,7 +162,7 @@ class BeamBatch {
   std::vector<std::uint8_t> valid_;
   std::vector<float> costs_;
   std::vector<float> normalized_;  ///< Log-softmaxed step scores (kLocal).
-  std::vector<double> softmax_scratch_;
+  std::vector<float> softmax_scratch_;
   std::vector<std::int64_t> row_of_slot_;
   std::vector<std::int32_t> new_index_;
   int steps_ = 0;
