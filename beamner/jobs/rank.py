@@ -21,7 +21,7 @@ from beamner.io.records import (
     read_records,
     span_json,
 )
-from beamner.probabilities.beams import BeamDoc, beam_docs, uncertainty_scores
+from beamner.probabilities.beams import BeamDoc, beam_docs, pipe_normalize, uncertainty_scores
 
 __all__ = ["STRATEGIES", "rank"]
 
@@ -44,11 +44,14 @@ def rank(
     gpu_id: int = -1,
     skip_invalid: bool = False,
     progress: bool | None = None,
+    normalize: str | None = None,
 ) -> RunSummary:
     """Order ``input`` for annotation, most uncertain first (like Prodigy's
     ``ner.teach``), and write JSONL tasks: the input keys, ``text``,
     ``spans`` (candidates >= ``threshold`` with ``score``) and ``meta``
     (input ``meta`` plus ``score``, ``entropy``, ``margin``, ``uncertainty``).
+    ``normalize``: the beam's ``"none"``/``"local"`` (``None``: the component's);
+    under ``"local"`` spans carry ``bounds`` and ``meta`` the beam's ``coverage``.
 
     ``strategy``: ``uncertainty`` (an entity probability near 0.5),
     ``entropy`` (of the beam) or ``margin`` (small gap between the two best
@@ -63,6 +66,7 @@ def rank(
         raise ValueError(f"top must be >= 1, got {top}")
     nlp = load_model(model, gpu_id)
     pipe = find_ner(nlp)
+    normalize = pipe_normalize(pipe, normalize)
     temperature = float(pipe.cfg.get("temperature", 1.0))
     disabled = upstream_disabled(nlp)
     summary = RunSummary()
@@ -74,7 +78,9 @@ def rank(
     try:
         for chunk in batched(records, batch_size):
             docs = list(nlp.pipe((r.make_doc(nlp) for r in chunk), disable=disabled))
-            beams = beam_docs(pipe, docs, beam_width, beam_density, temperature)
+            beams = beam_docs(
+                pipe, docs, beam_width, beam_density, temperature, normalize=normalize
+            )
             for record, beam in zip(chunk, beams):
                 for score, task in _tasks(record, beam, strategy, unit, threshold):
                     item = (score, -counter, task)  # ties: input order
@@ -108,7 +114,13 @@ def _tasks(
 
     def span_of(key: tuple[int, int, str], prob: float) -> dict[str, Any]:
         start, end, label = key
-        return span_json(Span(doc, start, end, label=label), prob)
+        out = span_json(Span(doc, start, end, label=label), prob)
+        if beam.bounds is not None and key in beam.bounds:  # normalize="local"
+            out["bounds"] = [round(float(b), 6) for b in beam.bounds[key]]
+        return out
+
+    if beam.coverage is not None:
+        scores = {**scores, "coverage": beam.coverage}
 
     if unit == "entity":
         for key, prob in candidates:
