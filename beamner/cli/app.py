@@ -72,6 +72,28 @@ def _echo_json(obj: Any) -> None:
     typer.echo(json.dumps(obj, indent=2))
 
 
+Cluster = Annotated[
+    OptStr,
+    typer.Option(
+        "--cluster",
+        help="Run on Dask (the 'cluster' extra): a scheduler address "
+        "(tcp://host:8786), a scheduler file (.json) or local[N] for N local worker processes.",
+    ),
+]
+
+
+def _cluster_job(job: Any, cluster: str | None, name: str) -> Any:
+    """``job``, or its ``beamner.cluster`` twin bound to ``cluster``."""
+    if cluster is None:
+        return job
+    import functools
+    import importlib
+
+    return functools.partial(
+        getattr(importlib.import_module("beamner.cluster"), name), cluster=cluster
+    )
+
+
 @app.command("annotate")
 def annotate_cmd(
     model: Model,
@@ -105,6 +127,7 @@ def annotate_cmd(
             "spans get bounds, lines a coverage). Default: the component's (none for spaCy).",
         ),
     ] = None,
+    cluster: Cluster = None,
 ) -> None:
     """Annotate texts: JSONL with 'ents' (best parse) and 'spans' (candidates with scores).
 
@@ -113,7 +136,7 @@ def annotate_cmd(
     from beamner.jobs.annotate import annotate
 
     try:
-        summary = annotate(
+        summary = _cluster_job(annotate, cluster, "annotate")(
             model,
             input,
             output,
@@ -128,7 +151,7 @@ def annotate_cmd(
             progress=progress,
             **({} if normalize is None else {"normalize": normalize}),
         )
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError, ImportError) as err:
         _fail(err)
         return
     parts = [f"{summary.written} docs written"]
@@ -403,6 +426,7 @@ def rank_cmd(
             "spans get bounds, lines a coverage). Default: the component's (none for spaCy).",
         ),
     ] = None,
+    cluster: Cluster = None,
 ) -> None:
     """Rank examples for annotation, most uncertain first (like Prodigy's ner.teach).
 
@@ -412,7 +436,7 @@ def rank_cmd(
     from beamner.jobs.rank import rank
 
     try:
-        summary = rank(
+        summary = _cluster_job(rank, cluster, "rank")(
             model,
             input,
             output,
@@ -429,7 +453,7 @@ def rank_cmd(
             progress=progress,
             **({} if normalize is None else {"normalize": normalize}),
         )
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError, ImportError) as err:
         _fail(err)
         return
     msg = f"{summary.written} tasks written"

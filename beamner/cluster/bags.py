@@ -50,6 +50,7 @@ def annotate_bag(
     threshold: float = 0.1,
     batch_size: int = 64,
     gpu_id: int = -1,
+    normalize: str | None = None,
 ) -> Any:
     """A bag of the annotations :func:`beamner.jobs.annotate` writes (dicts: the
     item's keys, ``text``, ``ents``, ``spans``), one per item, in order. Each
@@ -61,7 +62,7 @@ def annotate_bag(
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    spec = PipelineSpec(str(model), "annotate", beam_width, beam_density, gpu_id)
+    spec = PipelineSpec(str(model), "annotate", beam_width, beam_density, gpu_id, normalize)
     return bag.map_partitions(_annotate_partition, spec, threshold, batch_size)
 
 
@@ -76,6 +77,7 @@ def rank_bag(
     threshold: float = 0.05,
     batch_size: int = 64,
     gpu_id: int = -1,
+    normalize: str | None = None,
 ) -> Any:
     """A bag of annotation tasks as :func:`beamner.jobs.rank` writes them, in input
     order, each with ``meta.score`` (its ``meta.line`` counts within the partition:
@@ -87,5 +89,5 @@ def rank_bag(
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     if unit not in ("doc", "entity"):
         raise ValueError(f"unit must be 'doc' or 'entity', got {unit!r}")
-    spec = PipelineSpec(str(model), "rank", beam_width, beam_density, gpu_id)
+    spec = PipelineSpec(str(model), "rank", beam_width, beam_density, gpu_id, normalize)
     return bag.map_partitions(_rank_partition, spec, strategy, unit, threshold, batch_size)

@@ -48,7 +48,7 @@ from beamner.io.records import (
 __all__ = ["annotate", "rank"]
 
 _MANIFEST = "manifest.json"
-# Partitions per worker kept in flight: enough to hide the round trip, few
+# Partitions per worker thread kept in flight: enough to hide the round trip, few
 # enough that the client holds little (records out, lines back).
 _IN_FLIGHT_PER_WORKER = 2
 
@@ -172,8 +172,8 @@ def _run_partitions(
     own retries); the part files already written stay for a resume."""
     as_completed = importlib.import_module("distributed").as_completed  # untyped
 
-    n_workers = max(1, len(client.scheduler_info().get("workers", {})))
-    window = max(2, _IN_FLIGHT_PER_WORKER * n_workers)
+    slots = max(1, sum(client.nthreads().values()))  # worker threads, when the job starts
+    window = max(2, _IN_FLIGHT_PER_WORKER * slots)
     pending = as_completed()
     meta: dict[str, tuple[int, int]] = {}
 
@@ -221,6 +221,7 @@ def annotate(
     skip_invalid: bool = False,
     resume: bool = False,
     progress: bool | None = None,
+    normalize: str | None = None,
     retries: int = 1,
 ) -> RunSummary:
     """:func:`beamner.jobs.annotate` on a Dask cluster: the same JSONL, byte for
@@ -232,7 +233,7 @@ def annotate(
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")
     size = _partition_size(batch_size, partition_size)
-    spec = PipelineSpec(_model_name(model), "annotate", beam_width, beam_density, gpu_id)
+    spec = PipelineSpec(_model_name(model), "annotate", beam_width, beam_density, gpu_id, normalize)
     params = {
         **spec.__dict__,
         "input": os.path.abspath(input) if str(input) != "-" else "-",
@@ -345,6 +346,7 @@ def rank(
     skip_invalid: bool = False,
     resume: bool = False,
     progress: bool | None = None,
+    normalize: str | None = None,
     retries: int = 1,
 ) -> RunSummary:
     """:func:`beamner.jobs.rank` on a Dask cluster: the same tasks in the same order,
@@ -359,7 +361,7 @@ def rank(
     if top is not None and top < 1:
         raise ValueError(f"top must be >= 1, got {top}")
     size = _partition_size(batch_size, partition_size)
-    spec = PipelineSpec(_model_name(model), "rank", beam_width, beam_density, gpu_id)
+    spec = PipelineSpec(_model_name(model), "rank", beam_width, beam_density, gpu_id, normalize)
     params = {
         **spec.__dict__,
         "input": os.path.abspath(input) if str(input) != "-" else "-",

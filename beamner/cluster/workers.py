@@ -43,10 +43,15 @@ class PipelineSpec:
     beam_width: int = 16
     beam_density: float = 0.0001
     gpu_id: int = -1
+    normalize: str | None = None  # None: the component's own setting
 
     def __post_init__(self) -> None:
         if self.job not in ("annotate", "rank"):
             raise ValueError(f"job must be 'annotate' or 'rank', got {self.job!r}")
+        if self.normalize is not None:
+            from beamner.engine.search import check_normalize
+
+            check_normalize(self.normalize)
 
 
 _pipelines: dict[PipelineSpec, Language] = {}
@@ -76,6 +81,7 @@ def worker_pipeline(spec: PipelineSpec) -> Language:
                     beam_density=spec.beam_density,
                     spans_key=ANNOTATE_KEY,
                     span_threshold=0.0,
+                    **({} if spec.normalize is None else {"normalize": spec.normalize}),
                 )
             _pipelines[spec] = nlp
             _loads += 1
@@ -121,16 +127,19 @@ def rank_records(
     ``top`` (ties: input order), which is all the global top can take from it."""
     from beamner.engine.pipes import find_ner, upstream_disabled
     from beamner.jobs.rank import _tasks
-    from beamner.probabilities.beams import beam_docs
+    from beamner.probabilities.beams import beam_docs, pipe_normalize
 
     nlp = worker_pipeline(spec)
     pipe = find_ner(nlp)
+    normalize = pipe_normalize(pipe, spec.normalize)
     temperature = float(pipe.cfg.get("temperature", 1.0))
     disabled = upstream_disabled(nlp)
     tasks: list[tuple[float, str]] = []
     for chunk in batched(records, batch_size):
         docs = list(nlp.pipe((r.make_doc(nlp) for r in chunk), disable=disabled))
-        beams = beam_docs(pipe, docs, spec.beam_width, spec.beam_density, temperature)
+        beams = beam_docs(
+            pipe, docs, spec.beam_width, spec.beam_density, temperature, normalize=normalize
+        )
         for record, beam in zip(chunk, beams):
             for score, task in _tasks(record, beam, strategy, unit, threshold):
                 tasks.append((score, json.dumps(task, ensure_ascii=False) + "\n"))
