@@ -701,6 +701,106 @@ def teach_update_cmd(
     typer.echo(f"saved {output}")
 
 
+@app.command("teach")
+def teach_cmd(
+    model: Model,
+    source: Annotated[
+        str, typer.Argument(help="Unlabelled text: JSONL ({'text': ...}), plain text or .spacy.")
+    ],
+    label: Annotated[
+        str, typer.Option("--label", "-l", help="Comma-separated NER labels to suggest.")
+    ],
+    dataset: Annotated[
+        Path,
+        typer.Option("--dataset", "-d", help="Answers JSONL: appended to; answered tasks skipped."),
+    ],
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on (default: this machine only).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p", min=0, max=65535)] = 8080,
+    output: Annotated[
+        OptPath,
+        typer.Option(
+            "--output", "-o", help="Where the updated model is saved (default DATASET-model)."
+        ),
+    ] = None,
+    update_every: Annotated[
+        int, typer.Option("--update-every", min=1, help="Update the model every N answers.")
+    ] = 10,
+    save_every: Annotated[
+        int, typer.Option("--save-every", min=1, help="Save the model every M answers.")
+    ] = 100,
+    order: Annotated[str, typer.Option("--order", help="uncertainty or random.")] = "uncertainty",
+    buffer: Annotated[int, typer.Option("--buffer", min=1, help="Look-ahead tasks.")] = 64,
+    batch_size: BatchSize = 16,
+    beam_width: BeamWidth = 16,
+    beam_density: BeamDensity = 0.0001,
+    threshold: Annotated[
+        float,
+        typer.Option("--threshold", "-t", min=0.0, max=1.0, help="Suggest spans with p >= this."),
+    ] = 0.05,
+    learn_rate: Annotated[
+        OptFloat, typer.Option("--learn-rate", help="Default: the pipeline's optimizer's.")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    fmt: Format = "auto",
+) -> None:
+    """Annotate on a local web page: accept or reject one suggested entity at a time.
+
+    Keys: a accept, x reject, space ignore, backspace undo. Every answer is appended to DATASET
+    at once; the model learns from the answers in the background (beam updates) and is saved
+    every M answers and on exit (Ctrl-C). Restart with the same DATASET to carry on.
+    """
+    try:
+        from beamner.engine.pipes import load_model
+        from beamner.teach.server import TeachServer, bind_socket, serve
+        from beamner.teach.session import TeachSession
+
+        labels = [x.strip() for x in label.split(",") if x.strip()]
+        sock = bind_socket(host, port)  # first: a taken port fails before the model loads
+        nlp = load_model(model)
+        session = TeachSession(
+            nlp,
+            source,
+            labels,
+            order=order,
+            buffer=buffer,
+            batch_size=batch_size,
+            beam_width=beam_width,
+            beam_density=beam_density,
+            threshold=threshold,
+            learn_rate=learn_rate,
+            seed=seed,
+            fmt=fmt,
+        )
+        out = output if output is not None else dataset.with_name(f"{dataset.stem}-model")
+        server = TeachServer(
+            session,
+            dataset,
+            update_every=update_every,
+            save_every=save_every,
+            output=out,
+            model_name=model,
+            labels=labels,
+        )
+    except (ValueError, OSError, ImportError) as err:
+        _fail(err)
+        return
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    typer.echo(
+        f"beamner teach: http://{shown}:{bound_port}/  ({server.dataset.n_previous} answers "
+        f"already in {dataset}; model saved to {out}; Ctrl-C to stop)",
+        err=True,
+    )
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        typer.echo(f"note: listening on {host}: others on the network can reach the page", err=True)
+    serve(server, sock)
+    typer.echo(
+        f"stopped; {server.stats()['n_answers']} answers this run; model saved to {out}", err=True
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     app(args=argv if argv is not None else sys.argv[1:], prog_name="beamner")
