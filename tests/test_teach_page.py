@@ -258,6 +258,9 @@ def test_page_in_a_real_browser(model_dir: Path, source: Path, tmp_path: Path) -
             assert page.text("n-answers") == str(len(given))
             assert page.text("accept-rate").endswith("%")
             driver.save_screenshot(str(tmp_path / "page.png"))
+            if os.environ.get("BEAMNER_UPDATE_SCREENSHOT"):  # the README's picture
+                SCREENSHOT.parent.mkdir(exist_ok=True)
+                shutil.copyfile(tmp_path / "page.png", SCREENSHOT)
         # Stopped (as by Ctrl-C): the model was saved; the file holds the answers.
         assert json.loads((saved / "teach.json").read_text())["answers_trained_this_run"] >= 6
         assert dataset_lines(dataset) == given
@@ -272,9 +275,6 @@ def test_page_in_a_real_browser(model_dir: Path, source: Path, tmp_path: Path) -
             page.key("a")
             given.append((shown, "accept"))
             page.wait_shown(other_than=shown)
-            if os.environ.get("BEAMNER_UPDATE_SCREENSHOT"):
-                SCREENSHOT.parent.mkdir(exist_ok=True)
-                driver.save_screenshot(str(SCREENSHOT))
     finally:
         driver.quit()
     lines = dataset_lines(dataset)

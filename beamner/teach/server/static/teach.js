@@ -81,7 +81,8 @@ function showStats(stats) {
   $("accept-rate").textContent =
     stats.recent_accept_rate === null ? "–" : `${Math.round(stats.recent_accept_rate * 100)}%`;
   $("n-pending").textContent = stats.n_pending;
-  $("dataset").textContent = stats.dataset;
+  $("dataset").textContent = stats.dataset.split(/[\\/]/).pop();
+  $("dataset").title = stats.dataset;
   $("model").textContent = stats.model ? `model ${stats.model} · labels ${stats.labels.join(", ")}` : "";
   if (stats.last_error) say(stats.last_error, true);
 }
