@@ -118,9 +118,12 @@ def test_annotate_en_core_web_sm(tmp_path: Path, wnut_jsonl: Path, wnut_texts: l
     assert [r["meta"]["id"] for r in rows] == list(range(60))  # meta and other keys kept
     assert all(r["source"] == "wnut17" for r in rows)
     # The same pipeline in Python: doc.ents from the best parse, probabilities from the beam.
-    nlp = beamner.accelerate(spacy.load(SM), beam_width=8, beam_density=0.0001)
+    # The CLI's default beam is normalize="local".
+    nlp = beamner.accelerate(spacy.load(SM), beam_width=8, beam_density=0.0001, normalize="local")
     docs = list(nlp.pipe(wnut_texts))
-    scores = beamner.entity_scores(nlp, list(spacy.load(SM).pipe(wnut_texts, disable=["ner"])), 8)
+    scores = beamner.entity_scores(
+        nlp, list(spacy.load(SM).pipe(wnut_texts, disable=["ner"])), 8, normalize="local"
+    )
     n_spans = 0
     for row, doc, probs in zip(rows, docs, scores):
         assert [(e["start"], e["end"], e["label"]) for e in row["ents"]] == [
@@ -312,7 +315,8 @@ def test_calibrate_lowers_ece_on_wnut_test(
     texts = [" ".join(t for t, _ in s) for s in read_conll(WNUT_TEST)[:30]]
     docs = list(nlp.pipe(texts, disable=["ner"]))
     calibrated = beamner.entity_scores(nlp, docs, 16, 0.0001)
-    batch = beamner.beam_search(pipe, docs, 16, 0.0001)
+    assert pipe.cfg["normalize"] == "local"  # the CLI's default, stored with the pipeline
+    batch = beamner.beam_search(pipe, docs, 16, 0.0001, normalize="local")
     for i, probs in enumerate(calibrated):
         parses = batch.parses(i)
         p = parse_probabilities([x.score for x in parses], temperature)
@@ -390,11 +394,12 @@ def test_rank_orders_by_uncertainty(tmp_path: Path, wnut_jsonl: Path) -> None:
     nlp = spacy.load(SM)
     top = tasks[0]
     doc = next(nlp.pipe([top["text"]], disable=["ner"]))
-    parses = beamner.beam_search(nlp.get_pipe("ner"), [doc], 8, 0.0001).parses(0)
+    batch = beamner.beam_search(nlp.get_pipe("ner"), [doc], 8, 0.0001, normalize="local")
+    parses = batch.parses(0)
     p = sorted((x.probability for x in parses), reverse=True)
     assert top["meta"]["entropy"] == pytest.approx(-sum(x * math.log(x) for x in p))
     assert top["meta"]["margin"] == pytest.approx(1.0 - (p[0] - p[1]))
-    probs = beamner.entity_scores(nlp, [doc], 8)[0]
+    probs = beamner.entity_scores(nlp, [doc], 8, normalize="local")[0]
     assert top["meta"]["uncertainty"] == pytest.approx(
         max(1.0 - abs(2.0 * v - 1.0) for k, v in probs.items() if k[2])
     )

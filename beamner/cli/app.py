@@ -63,6 +63,22 @@ LabelMap = Annotated[
 ]
 
 
+#: The commands' beam normalization. "local" (each step a log-softmax over the valid
+#: actions): for greedily trained pipelines (every en_core_web_*) the raw beam loses
+#: top-1 F1 as it widens and "local" does not, and its probabilities are better; for
+#: a beam-trained model it costs nothing (README, bench/probability_quality.py).
+#: The Python API keeps the component's own setting ("none" unless set).
+NORMALIZE_DEFAULT = "local"
+Normalize = Annotated[
+    str,
+    typer.Option(
+        "--normalize",
+        help="Beam normalization: local (log-probabilities; spans get bounds, lines a "
+        "coverage) or none (spaCy's raw scores).",
+    ),
+]
+
+
 def _fail(err: Exception) -> None:
     typer.echo(f"error: {err}", err=True)
     raise typer.Exit(1)
@@ -119,14 +135,7 @@ def annotate_cmd(
         typer.Option("--resume", help="Skip as many inputs as OUTPUT has lines; append."),
     ] = False,
     progress: Progress = None,
-    normalize: Annotated[
-        OptStr,
-        typer.Option(
-            "--normalize",
-            help="Beam normalization: none (spaCy's raw scores) or local (log-probabilities; "
-            "spans get bounds, lines a coverage). Default: the component's (none for spaCy).",
-        ),
-    ] = None,
+    normalize: Normalize = NORMALIZE_DEFAULT,
     cluster: Cluster = None,
 ) -> None:
     """Annotate texts: JSONL with 'ents' (best parse) and 'spans' (candidates with scores).
@@ -149,7 +158,7 @@ def annotate_cmd(
             skip_invalid=skip_invalid,
             resume=resume,
             progress=progress,
-            **({} if normalize is None else {"normalize": normalize}),
+            normalize=normalize,
         )
     except (ValueError, OSError, ImportError) as err:
         _fail(err)
@@ -181,13 +190,13 @@ def evaluate_cmd(
         ),
     ] = None,
     normalize: Annotated[
-        OptStr,
+        str,
         typer.Option(
             "--normalize",
-            help="Beam normalizations to evaluate, comma-separated: none, local "
-            "(default: the component's).",
+            help="Beam normalizations to evaluate, comma-separated: local (log-probabilities), "
+            "none (spaCy's raw scores).",
         ),
-    ] = None,
+    ] = NORMALIZE_DEFAULT,
     label_map: LabelMap = None,
     sentences_per_doc: SentencesPerDoc = 1,
     n_bins: Annotated[int, typer.Option("--bins", min=1, help="Calibration bins.")] = 10,
@@ -303,12 +312,12 @@ def calibrate_cmd(
         bool, typer.Option("--per-label", help="Isotonic: one map per label with enough data.")
     ] = False,
     normalize: Annotated[
-        OptStr,
+        str,
         typer.Option(
             "--normalize",
-            help="Beam normalization to fit under: none or local (default: the component's).",
+            help="Beam normalization to fit under (stored in the pipeline): local or none.",
         ),
-    ] = None,
+    ] = NORMALIZE_DEFAULT,
     objective: Annotated[
         str, typer.Option("--objective", help="Temperature: nll or brier.")
     ] = "nll",
@@ -418,14 +427,7 @@ def rank_cmd(
     fmt: Format = "auto",
     skip_invalid: SkipInvalid = False,
     progress: Progress = None,
-    normalize: Annotated[
-        OptStr,
-        typer.Option(
-            "--normalize",
-            help="Beam normalization: none (spaCy's raw scores) or local (log-probabilities; "
-            "spans get bounds, lines a coverage). Default: the component's (none for spaCy).",
-        ),
-    ] = None,
+    normalize: Normalize = NORMALIZE_DEFAULT,
     cluster: Cluster = None,
 ) -> None:
     """Rank examples for annotation, most uncertain first (like Prodigy's ner.teach).
@@ -451,7 +453,7 @@ def rank_cmd(
             gpu_id=gpu_id,
             skip_invalid=skip_invalid,
             progress=progress,
-            **({} if normalize is None else {"normalize": normalize}),
+            normalize=normalize,
         )
     except (ValueError, OSError, ImportError) as err:
         _fail(err)
