@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -347,8 +349,13 @@ def main() -> None:
             nlp = spacy.load(cached)
         else:
             nlp = train_greedy(initial, seed, args.epochs)
-            if cached is not None:
-                nlp.to_disk(cached)
+            if cached is not None:  # atomically: another run may share the cache
+                tmp = cached.with_name(f"{cached.name}.{os.getpid()}")
+                nlp.to_disk(tmp)
+                try:
+                    tmp.rename(cached)
+                except OSError:
+                    shutil.rmtree(tmp)
         train_seconds = time.perf_counter() - t0
         config, model_bytes = nlp.config, nlp.to_bytes()
         runs[str(seed)] = {}

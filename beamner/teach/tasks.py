@@ -194,8 +194,10 @@ class TaskStream:
     records as it needs to keep ``buffer`` candidates.
 
     Call :meth:`invalidate` after the model changed: before serving the next
-    task, every buffered doc is re-scored with the current model, so served
-    scores always come from the model as it is when the task is served.
+    task, every buffered candidate is re-scored with the current model (and
+    dropped if it fell below ``threshold``), so served scores always come from
+    the model as it is when the task is served. A text's candidates are fixed
+    when it is read: re-scoring does not add new ones.
     Task hashes passed to :meth:`skip` (e.g. answered in an earlier session)
     and tasks already served are never served again.
     """
@@ -332,12 +334,16 @@ class TaskStream:
         self._pool.extend(p for p in pooled if p.candidates)
 
     def _rescore(self) -> None:
-        self._score(self._pool)
+        self._score(self._pool, rescore=True)
         self._pool = [p for p in self._pool if p.candidates]
 
-    def _score(self, pooled: Sequence[_PooledDoc]) -> None:
+    def _score(self, pooled: Sequence[_PooledDoc], rescore: bool = False) -> None:
+        """Candidates of freshly read docs; with ``rescore``, only new probabilities
+        for the candidates a doc already has (a doc's candidates are fixed when it
+        is read, so a changing model cannot keep one text in the buffer forever)."""
         version = self.model_version
         nonempty = [p for p in pooled if len(p.doc)]
+        old = {id(p): p.candidates for p in pooled}
         for p in pooled:
             p.candidates = {}
         if nonempty:
@@ -352,6 +358,12 @@ class TaskStream:
                     normalize=self.normalize,
                 )
             for p, beam in zip(nonempty, beams):
+                if rescore:
+                    for cand, (_, th) in old[id(p)].items():
+                        prob = beam.entities.get(cand, 0.0)
+                        if prob >= self.threshold and th not in self._skip:
+                            p.candidates[cand] = (float(prob), th)
+                    continue
                 for (start, end, label), prob in beam.entities.items():
                     if label not in self.labels or prob < self.threshold:
                         continue

@@ -36,7 +36,7 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -380,28 +380,31 @@ def make_app(server: TeachServer) -> Any:
             raise RequestError(400, "the request body must be a JSON object")
         return body
 
+    def with_stats(action: Callable[..., dict[str, Any] | None], *args: Any) -> dict[str, Any]:
+        # Off the event loop: both may wait for the session's locks.
+        return {"task": action(*args), "stats": server.stats()}
+
     async def index(request: Request) -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
 
     async def api_next(request: Request) -> JSONResponse:
         body = await body_of(request)
         client = server.check_client(body.get("client"))
-        task = await run_in_threadpool(server.next_for, client)
-        return JSONResponse({"task": task, "stats": server.stats()})
+        return JSONResponse(await run_in_threadpool(with_stats, server.next_for, client))
 
     async def api_answer(request: Request) -> JSONResponse:
         body = await body_of(request)
         client = server.check_client(body.get("client"))
-        task = await run_in_threadpool(
-            server.answer, client, body.get("task_hash"), body.get("answer")
+        return JSONResponse(
+            await run_in_threadpool(
+                with_stats, server.answer, client, body.get("task_hash"), body.get("answer")
+            )
         )
-        return JSONResponse({"task": task, "stats": server.stats()})
 
     async def api_undo(request: Request) -> JSONResponse:
         body = await body_of(request)
         client = server.check_client(body.get("client"))
-        task = await run_in_threadpool(server.undo, client)
-        return JSONResponse({"task": task, "stats": server.stats()})
+        return JSONResponse(await run_in_threadpool(with_stats, server.undo, client))
 
     async def api_stats(request: Request) -> JSONResponse:
         return JSONResponse(await run_in_threadpool(server.stats))
