@@ -110,6 +110,13 @@ class BeamBatch:
         class_mask: NDArray[numpy.float32] | None = None,
         use_blis: bool = True,
     ) -> None: ...
+    def constrain(
+        self,
+        doc: int,
+        forced: list[tuple[int, int]] = ...,
+        forbidden: list[tuple[int, int]] = ...,
+    ) -> None: ...
+    def is_infeasible(self, doc: int) -> bool: ...
     def parses(self, doc: int) -> list[Parse]: ...
     def beam_arrays(
         self, doc: int

@@ -1,7 +1,7 @@
 """Exclusive span-label distributions on WNUT-17: spaCy's ``spancat_singlelabel``
 against ``beamner_ner`` (greedy-trained and read through the beam with
-``normalize="local"``, and beam-trained), same train data, same tok2vec, same
-steps, several seeds.
+``normalize="local"``, and beam-trained, read with its raw global scores,
+``normalize="none"``), same train data, same tok2vec, same steps, several seeds.
 
     nice -n 10 python experiments/span_distributions.py train      # trains every model
     nice -n 10 python experiments/span_distributions.py evaluate   # measures them on WNUT-17 test
@@ -13,8 +13,9 @@ configs/wnut17_ner_greedy.cfg, configs/wnut17_beamner_spans.cfg) with each
 seed. ``evaluate`` measures, on WNUT-17 test: span P/R/F1 of the non-overlapping
 spans each model writes to ``doc.spans["sc"]`` (spaCy's spancat scorer), ECE of
 the predicted label's probability over those spans, the negative column's
-calibration over each model's own candidates, and speed (training seconds;
-``nlp.pipe`` words per second). Both stages write JSON after every model
+calibration over each model's own candidates, and speed (training and
+``nlp.pipe`` CPU seconds of the process: the shared machine's load changes
+wall time). Both stages write JSON after every model
 (``experiments/results/span_distributions.json``).
 """
 
@@ -40,6 +41,12 @@ MODELS = {
     "spancat_singlelabel": "configs/wnut17_spancat_singlelabel.cfg",
     "beamner_ner greedy-trained (local)": "configs/wnut17_ner_greedy.cfg",
     "beamner_ner beam-trained": "configs/wnut17_beamner_spans.cfg",
+}
+#: How each beamner model's beam is read: a greedy-trained model's scores are
+#: locally normalised by training, a beam-trained model's are global (raw).
+NORMALIZE = {
+    "beamner_ner greedy-trained (local)": "local",
+    "beamner_ner beam-trained": "none",
 }
 WIDTH = 16
 DENSITY = 0.0001
@@ -89,49 +96,61 @@ def train_all(seeds: list[int], max_steps: int, path: Path) -> None:
         for name, config in MODELS.items():
             out = WORK / f"{Path(config).stem}-{seed}"
             overrides = {"system.seed": seed, "training.max_steps": max_steps}
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             train(ROOT / config, out, use_gpu=-1, overrides=overrides)
-            seconds = time.perf_counter() - start
+            seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
             results["train"][f"{name} seed {seed}"] = {
                 "model": str(out.relative_to(ROOT)),
                 "config": config,
                 "seed": seed,
                 "train_seconds": seconds,
+                "train_cpu_seconds": cpu,
             }
             print(f"trained {name} seed {seed} in {seconds:.0f}s", flush=True)
             save_results(results, path)
 
 
-def evaluate_all(width: int, density: float) -> None:
+def merged() -> dict[str, Any]:
+    """The results with the records of processes that ran in parallel
+    (``span_distributions.{train,test}-*.json``) merged in."""
+    results = load_results()
+    for stage in ("train", "test"):
+        for extra in sorted(RESULTS.parent.glob(f"span_distributions.{stage}-*.json")):
+            results[stage].update(load_results(extra)[stage])
+    return results
+
+
+def evaluate_all(width: int, density: float, seeds: list[int], record: Path) -> None:
     import beamner
     from beamner.evaluation.spans import span_report
 
-    results = load_results()
-    for extra in sorted(RESULTS.parent.glob("span_distributions.train-*.json")):
-        results["train"].update(load_results(extra)["train"])
+    results = merged()
+    own = results if record == RESULTS else load_results(record)
     nlp_blank = spacy.blank("en")
     gold = gold_docs(nlp_blank, DATA / "emerging.test.annotated")
     n_words = sum(len(doc) for doc in gold)
     for key, run in sorted(results["train"].items()):
         name = key.rsplit(" seed ", 1)[0]
-        if key in results["test"]:
+        if run["seed"] not in seeds or "pipe_cpu_seconds" in results["test"].get(key, {}):
             continue  # measured by an earlier run of this stage
-        nlp = spacy.load(ROOT / run["model"])
-        if name.startswith("beamner_ner"):
+        nlp = spacy.load(ROOT / run["model"] / "model-last")  # same steps for every model
+        normalize = NORMALIZE.get(name)
+        if normalize is not None:
             beamner.accelerate(
                 nlp,
                 beam_width=width,
                 beam_density=density,
-                normalize="local",
+                normalize=normalize,
                 spans_key=KEY,
                 spans_layout="singlelabel",
                 spans_allow_overlap=False,
             )
         texts = [doc.text for doc in gold]
         nlp.pipe(texts[:50], batch_size=256)  # warm-up (lazy allocations)
-        start = time.perf_counter()
+        # CPU time of this process: the shared machine's load changes wall time.
+        start, cpu_start = time.perf_counter(), time.process_time()
         predicted = list(nlp.pipe(texts, batch_size=256))
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         examples = [Example(p, g) for p, g in zip(predicted, gold)]
         scorer_scores = spacy.scorer.Scorer.score_spans(
             examples,
@@ -140,22 +159,27 @@ def evaluate_all(width: int, density: float) -> None:
             has_annotation=lambda doc: KEY in doc.spans,
             allow_overlap=True,
         )
-        report = span_report(predicted, gold, KEY, candidates=candidates(nlp, name, width, density))
-        results["test"][key] = {
+        report = span_report(
+            predicted, gold, KEY, candidates=candidates(nlp, name, width, density, normalize)
+        )
+        own["test"][key] = {
             "spacy_scorer": {k: v for k, v in scorer_scores.items() if not k.endswith("per_type")},
             "pipe_seconds": seconds,
-            "words_per_second": n_words / seconds,
+            "pipe_cpu_seconds": cpu,
+            "words_per_cpu_second": n_words / cpu,
             **report,
         }
         print(
             f"{key}: F1 {scorer_scores[f'spans_{KEY}_f']:.3f} "
-            f"ECE {report['predicted']['ece']:.3f} {n_words / seconds:.0f} words/s",
+            f"ECE {report['predicted']['ece']:.3f} {n_words / cpu:.0f} words/CPU-s",
             flush=True,
         )
-        save_results(results)
+        save_results(own, record)
 
 
-def candidates(nlp: spacy.Language, name: str, width: int, density: float) -> Any:
+def candidates(
+    nlp: spacy.Language, name: str, width: int, density: float, normalize: str | None
+) -> Any:
     """A function from docs to each doc's candidate distributions (for the
     negative column's calibration): spancat's suggested spans with its softmax,
     or the beam's span distributions."""
@@ -188,7 +212,7 @@ def candidates(nlp: spacy.Language, name: str, width: int, density: float) -> An
         return [
             (d.spans, list(d.labels), d.probabilities)
             for d in beamner.span_distributions(
-                nlp, docs, beam_width=width, beam_density=density, normalize="local"
+                nlp, docs, beam_width=width, beam_density=density, normalize=normalize
             )
         ]
 
@@ -204,7 +228,8 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         "span_r": lambda tr, te: te["spacy_scorer"][f"spans_{KEY}_r"],
         "ece_predicted": lambda tr, te: te["predicted"]["ece"],
         "ece_negative": lambda tr, te: te["negative"]["ece"],
-        "words_per_second": lambda tr, te: te["words_per_second"],
+        "words_per_cpu_second": lambda tr, te: te["words_per_cpu_second"],
+        "train_cpu_seconds": lambda tr, te: tr["train_cpu_seconds"],
     }
     out: dict[str, Any] = {}
     for name in MODELS:
@@ -227,23 +252,26 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("stage", choices=["train", "evaluate"])
+    parser.add_argument("stage", choices=["train", "evaluate", "report"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--max-steps", type=int, default=1000)
     parser.add_argument("--beam-width", type=int, default=WIDTH)
     parser.add_argument("--beam-density", type=float, default=DENSITY)
     parser.add_argument(
-        "--train-record",
+        "--record",
         type=Path,
         default=RESULTS,
-        help="train: where to record (span_distributions.train-*.json beside the results "
-        "for processes training other seeds in parallel; evaluate merges them)",
+        help="where train/evaluate record their runs: the results file, or "
+        "span_distributions.{train,test}-*.json beside it for processes working on other "
+        "seeds in parallel (evaluate and report merge them)",
     )
     args = parser.parse_args()
     if args.stage == "train":
-        train_all(args.seeds, args.max_steps, args.train_record)
+        train_all(args.seeds, args.max_steps, args.record)
+    elif args.stage == "evaluate":
+        evaluate_all(args.beam_width, args.beam_density, args.seeds, args.record)
     else:
-        evaluate_all(args.beam_width, args.beam_density)
+        save_results(merged())
 
 
 if __name__ == "__main__":

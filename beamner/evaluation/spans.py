@@ -131,7 +131,12 @@ def span_report(
     spans = []
     for doc in predicted:
         group = doc.spans.get(key, [])
-        scores = group.attrs.get("scores", []) if len(group) else []
+        # spancat_singlelabel stores one (1,)-shaped array per span.
+        scores: Any = (
+            numpy.asarray(group.attrs.get("scores", []), dtype=numpy.float64).reshape(-1)
+            if len(group)
+            else []
+        )
         spans.append([(s.start, s.end, s.label_, float(p)) for s, p in zip(group, scores)])
     truth = [{(e.start, e.end, e.label_) for e in doc.ents} for doc in gold]
     return span_metrics(spans, truth, candidates() if candidates else None, n_bins=n_bins)

@@ -177,6 +177,18 @@ py::tuple beam_arrays(PyBeamBatch& self, int doc) {
   return py::make_tuple(scores, probs, histories);
 }
 
+void constrain(PyBeamBatch& self, int doc, const std::vector<std::pair<int, int>>& forced,
+               const std::vector<std::pair<int, int>>& forbidden) {
+  Busy busy = busy_lock(self);
+  std::vector<SpanConstraint> spans;
+  spans.reserve(forced.size() + forbidden.size());
+  for (const auto& [start, end] : forced) spans.push_back({start, end, true});
+  for (const auto& [start, end] : forbidden) spans.push_back({start, end, false});
+  // pybind11: out_of_range -> IndexError, invalid_argument -> ValueError, logic_error ->
+  // RuntimeError (constraints after the first step).
+  self.batch.constrain(doc, spans);
+}
+
 py::dict entity_bounds(PyBeamBatch& self, int doc) {
   Busy busy = busy_lock(self);
   py::dict out;
@@ -294,6 +306,20 @@ void bind_beam_batch(py::module_& m) {
             return out;
           },
           "(n_unfinished, n_actions) float32 oracle costs (9000 for invalid actions).")
+      .def("constrain", &constrain, py::arg("doc"),
+           py::arg("forced") = std::vector<std::pair<int, int>>{},
+           py::arg("forbidden") = std::vector<std::pair<int, int>>{},
+           "Before the first step: every parse of document `doc` labels each forced (start, end) "
+           "as an entity and no forbidden one (a validity mask applied after normalization, so "
+           "parses keep their unconstrained scores). A document whose constraints no parse can "
+           "meet finishes with no parses (is_infeasible).")
+      .def(
+          "is_infeasible",
+          [](PyBeamBatch& b, int doc) {
+            Busy busy = busy_lock(b);
+            return b.batch.is_infeasible(doc);
+          },
+          py::arg("doc"), "Whether the document's span constraints ruled out every parse.")
       .def("advance", &advance, py::arg("scores"),
            "One step with a C-contiguous float32 (n_unfinished, n_actions) score matrix.")
       .def("run_precomputed", &run_precomputed, py::arg("features"), py::arg("lower_bias"),

@@ -190,7 +190,10 @@ void BeamBatch::compute_valid(std::uint8_t* valid_out, float* costs_out) const {
   }
 }
 
-void BeamBatch::valid_actions(std::uint8_t* out) const { compute_valid(out, nullptr); }
+void BeamBatch::valid_actions(std::uint8_t* out) const {
+  compute_valid(out, nullptr);
+  apply_constraints(out);
+}
 
 void BeamBatch::costs(float* out) const {
   if (golds_.empty())
@@ -227,6 +230,13 @@ void BeamBatch::advance(const float* scores, std::int64_t n_rows, std::int64_t n
     log_softmax_valid_rows(scores, valid_.data(), n_rows, n_cols, normalized_.data(),
                            softmax_scratch_);
     scores = normalized_.data();
+  }
+  // Span constraints mask after the normalization: under kLocal a constrained
+  // parse keeps its model log-probability (the softmax is over spaCy's valid
+  // actions, not the constrained ones).
+  if (!constraints_.empty()) {
+    apply_constraints(valid_.data());
+    infeasible_now_.assign(static_cast<std::size_t>(n_docs()), 0);
   }
   // Every document must keep at least one candidate, or thinc's beam would
   // end up empty; check all before changing anything.
@@ -272,6 +282,10 @@ void BeamBatch::advance(const float* scores, std::int64_t n_rows, std::int64_t n
         }
         ++row;
       }
+      if (!any && is_constrained(d)) {
+        infeasible_now_[static_cast<std::size_t>(d)] = 1;  // no parse meets its constraints
+        continue;
+      }
       if (!any) {
         throw std::invalid_argument(
             "document " + std::to_string(d) + ": no valid action at token " + std::to_string(pos) +
@@ -287,6 +301,13 @@ void BeamBatch::advance(const float* scores, std::int64_t n_rows, std::int64_t n
     if (beam.done) continue;
     std::size_t n_rows_doc = 0;
     for (const Slot& slot : beam.slots) n_rows_doc += !slot.done;
+    if (!infeasible_now_.empty() && infeasible_now_[static_cast<std::size_t>(d)]) {
+      beam.slots.clear();
+      beam.done = true;
+      beam.infeasible = true;
+      row += n_rows_doc;
+      continue;
+    }
     expand(d, scores + row * width, valid_.data() + row * width,
            costs_.empty() ? nullptr : costs_.data() + row * width);
     row += n_rows_doc;
@@ -451,6 +472,7 @@ std::vector<Parse> BeamBatch::parses(int doc) const {
                             std::to_string(n_docs()) + " documents");
   }
   const DocBeam& beam = beams_[static_cast<std::size_t>(doc)];
+  if (beam.slots.empty()) return {};  // infeasible span constraints
   std::vector<Parse> out(beam.slots.size());
   // thinc's Beam.probs: softmax over the beam's scores, in double.
   double max_ = beam.slots[0].score;
@@ -538,6 +560,101 @@ std::vector<std::pair<Entity, double>> BeamBatch::entity_probabilities(int doc) 
     }
   }
   return merged;
+}
+
+// Span constraints: per-document forced and forbidden entity spans, a
+// validity mask on top of spaCy's rules.
+
+void BeamBatch::constrain(int doc, const std::vector<SpanConstraint>& spans) {
+  if (doc < 0 || doc >= n_docs()) {
+    throw std::out_of_range("document index " + std::to_string(doc) + " out of range for " +
+                            std::to_string(n_docs()) + " documents");
+  }
+  if (steps_ > 0) {
+    throw std::logic_error("span constraints must be set before the first step (" +
+                           std::to_string(steps_) + " taken)");
+  }
+  const std::int32_t length = docs_.length(doc);
+  for (const SpanConstraint& c : spans) {
+    if (c.start < 0 || c.end <= c.start || c.end > length) {
+      throw std::invalid_argument("document " + std::to_string(doc) + ": constrained span [" +
+                                  std::to_string(c.start) + ", " + std::to_string(c.end) +
+                                  ") is not a non-empty span of its " + std::to_string(length) +
+                                  " tokens");
+    }
+  }
+  if (spans.empty()) return;
+  if (constraints_.empty()) constraints_.resize(static_cast<std::size_t>(n_docs()));
+  auto& list = constraints_[static_cast<std::size_t>(doc)];
+  list.insert(list.end(), spans.begin(), spans.end());
+}
+
+bool BeamBatch::is_infeasible(int doc) const {
+  if (doc < 0 || doc >= n_docs()) {
+    throw std::out_of_range("document index " + std::to_string(doc) + " out of range for " +
+                            std::to_string(n_docs()) + " documents");
+  }
+  return beams_[static_cast<std::size_t>(doc)].infeasible;
+}
+
+bool BeamBatch::meets(const State& st, const TokenInfo* tokens, int clas,
+                      const SpanConstraint& c) const {
+  const Action& a = system_.action(clas);
+  const std::int32_t p = st.pos;
+  const bool labelled = a.label != 0;
+  if (c.forced) {
+    // Token start-1 may not open or continue an entity into the span, the
+    // span opens at start (U if one token, else B), continues with I and
+    // closes with L at end-1.
+    if (p == c.start - 1) return a.move != Move::Begin && a.move != Move::In;
+    if (p == c.start) {
+      return labelled && a.move == (c.end - c.start == 1 ? Move::Unit : Move::Begin);
+    }
+    if (p > c.start && p < c.end - 1) return a.move == Move::In;
+    if (p == c.end - 1) return a.move == Move::Last;
+    return true;
+  }
+  if (c.end - c.start == 1) return !(p == c.start && labelled && a.move == Move::Unit);
+  // The forbidden entity [start, end) can only be closed by L at end-1.
+  if (p == c.end - 1 && st.ent_start == c.start) return a.move != Move::Last;
+  // Entering end-1 with an entity open since start leaves I as the only way
+  // on: allowed only if I will be valid there, so no state dead-ends.
+  const bool enters_last = p + 1 == c.end - 1 && ((a.move == Move::Begin && p == c.start) ||
+                                                  (a.move == Move::In && st.ent_start == c.start));
+  if (enters_last) {
+    State next = st;
+    system_.apply(next, clas);
+    const int in = system_.find(Action{Move::In, a.label});
+    return in >= 0 && system_.is_valid(next, tokens, in);
+  }
+  return true;
+}
+
+void BeamBatch::apply_constraints(std::uint8_t* valid_out) const {
+  if (constraints_.empty()) return;
+  std::size_t row = 0;
+  const auto width = static_cast<std::size_t>(n_actions());
+  for (int d = 0; d < n_docs(); ++d) {
+    const DocBeam& beam = beams_[static_cast<std::size_t>(d)];
+    if (beam.done) continue;
+    const std::vector<SpanConstraint>& list = constraints_[static_cast<std::size_t>(d)];
+    for (const Slot& slot : beam.slots) {
+      if (slot.done) continue;
+      std::uint8_t* valid = valid_out + row * width;
+      for (const SpanConstraint& c : list) {
+        for (std::size_t j = 0; j < width; ++j) {
+          if (valid[j] && !meets(slot.state, docs_.tokens(d), static_cast<int>(j), c)) {
+            valid[j] = 0;
+          }
+        }
+      }
+      ++row;
+    }
+  }
+}
+
+bool BeamBatch::is_constrained(int doc) const {
+  return !constraints_.empty() && !constraints_[static_cast<std::size_t>(doc)].empty();
 }
 
 }  // namespace beamner

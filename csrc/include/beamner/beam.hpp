@@ -60,6 +60,14 @@ struct EntityBounds {
   double upper = 0.0;
 };
 
+/// A span constraint on one document's parses: every parse labels
+/// [start, end) as an entity, with some label (`forced`), or none does.
+struct SpanConstraint {
+  std::int32_t start = 0;
+  std::int32_t end = 0;
+  bool forced = true;
+};
+
 /// One finished parse of a document.
 struct Parse {
   float score = 0.0f;                 ///< Beam score (sum of action scores plus bonuses).
@@ -106,6 +114,19 @@ class BeamBatch {
   std::vector<std::pair<Entity, double>> entity_probabilities(int doc) const;
   /// History nodes the document's beam holds now (memory diagnostics).
   std::size_t history_nodes(int doc) const;
+  /// Constrains document `doc`'s parses (before the first step): a validity
+  /// mask on top of spaCy's rules, applied after normalization, so a parse
+  /// keeps the score it has without constraints (under kLocal its model
+  /// log-probability) and the final beam holds the best parses of the event.
+  /// A forbidden span also masks the moves into a state whose only way on
+  /// would close it, so no state dead-ends. A document no parse of which can
+  /// meet its constraints (a span across a sentence start, on whitespace,
+  /// against preset entities) finishes without parses (`is_infeasible`).
+  /// Throws std::out_of_range for a bad document, std::invalid_argument for a
+  /// span outside it, std::logic_error after the first step.
+  void constrain(int doc, const std::vector<SpanConstraint>& spans);
+  /// Whether the document's constraints ruled out every parse.
+  bool is_infeasible(int doc) const;
   /// Normalize::kLocal only: the model probability the document's final beam
   /// holds, the sum of exp(score) over its parses (each score is a sequence
   /// log-probability). Throws std::invalid_argument under Normalize::kNone.
@@ -136,6 +157,7 @@ class BeamBatch {
     std::size_t compact_at = 0;  ///< Compact the history when it reaches this size.
     int t = 0;
     bool done = false;
+    bool infeasible = false;  ///< Its span constraints left no parse.
   };
   struct Candidate {
     float score;
@@ -147,6 +169,10 @@ class BeamBatch {
   /// Validity (and costs, when `costs` is not null) of the unfinished states' rows.
   void compute_valid(std::uint8_t* valid, float* costs) const;
   void expand(int doc, const float* rows, const std::uint8_t* valid, const float* costs);
+  /// Masks out of `valid` (the unfinished states' rows) what the span constraints forbid.
+  void apply_constraints(std::uint8_t* valid) const;
+  bool meets(const State& state, const TokenInfo* tokens, int clas, const SpanConstraint& c) const;
+  bool is_constrained(int doc) const;
   std::vector<std::int32_t> history_of(const DocBeam& beam, std::int32_t node) const;
   void compact_history(DocBeam& beam);
 
@@ -165,6 +191,8 @@ class BeamBatch {
   std::vector<float> softmax_scratch_;
   std::vector<std::int64_t> row_of_slot_;
   std::vector<std::int32_t> new_index_;
+  std::vector<std::vector<SpanConstraint>> constraints_;  ///< Per document; empty: none at all.
+  std::vector<std::uint8_t> infeasible_now_;  ///< Constrained documents left without a move.
   int steps_ = 0;
 };
 
