@@ -734,7 +734,12 @@ def teach_cmd(
     ] = 100,
     order: Annotated[str, typer.Option("--order", help="uncertainty or random.")] = "uncertainty",
     buffer: Annotated[int, typer.Option("--buffer", min=1, help="Look-ahead tasks.")] = 64,
-    batch_size: BatchSize = 16,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            "--batch-size", "-b", min=1, help="Texts read per task served (more: more selective)."
+        ),
+    ] = 16,
     beam_width: BeamWidth = 16,
     beam_density: BeamDensity = 0.0001,
     threshold: Annotated[
