@@ -250,9 +250,34 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def markdown_table(results: dict[str, Any]) -> str:
+    """The README table: mean ± std over the seeds of each model."""
+    summary = results["summary"]
+    cols = [
+        ("span P", "span_p", 3),
+        ("span R", "span_r", 3),
+        ("span F1", "span_f1", 3),
+        ("ECE (predicted label)", "ece_predicted", 3),
+        ("ECE (no entity)", "ece_negative", 3),
+        ("train CPU s", "train_cpu_seconds", 0),
+        ("nlp.pipe words / CPU s", "words_per_cpu_second", 0),
+    ]
+    lines = [
+        "| model | " + " | ".join(c for c, _, _ in cols) + " |",
+        "|---|" + "---:|" * len(cols),
+    ]
+    for name, row in summary.items():
+        cells = []
+        for _, field, digits in cols:
+            v = row.get(field)
+            cells.append("-" if v is None else f"{v['mean']:.{digits}f} ± {v['std']:.{digits}f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("stage", choices=["train", "evaluate", "report"])
+    parser.add_argument("stage", choices=["train", "evaluate", "report", "table"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--max-steps", type=int, default=1000)
     parser.add_argument("--beam-width", type=int, default=WIDTH)
@@ -270,8 +295,10 @@ def main() -> None:
         train_all(args.seeds, args.max_steps, args.record)
     elif args.stage == "evaluate":
         evaluate_all(args.beam_width, args.beam_density, args.seeds, args.record)
-    else:
+    elif args.stage == "report":
         save_results(merged())
+    else:
+        print(markdown_table(load_results()))
 
 
 if __name__ == "__main__":

