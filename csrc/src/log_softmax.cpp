@@ -1,10 +1,14 @@
 // The kernel of log_softmax.hpp. exp is a table-and-polynomial written with
 // GCC/Clang vector extensions so that it vectorises without -ffast-math
-// (which the engine may not use); the x86 AVX2 entry carries a target
+// (which the engine may not use); the x86 AVX2+FMA entry carries a target
 // attribute and is picked at run time, the package itself stays baseline
 // x86-64. Every entry adds the exponentials in the same order (four running
 // sums, element p of a row's valid scores into sum p % 4, then
-// (s0 + s1) + (s2 + s3)) with the same operations, so all give the same bits.
+// (s0 + s1) + (s2 + s3)); the AVX2 entry fuses the polynomial's multiply-adds,
+// so its log-sum-exp may differ from the baseline's in the last bit of the
+// double (both within a few ulp of the exact value; the float32 results then
+// agree but where the double lands on a float32 rounding boundary). These
+// scores need not match any of spaCy's: none mode never comes here.
 #include "log_softmax.hpp"
 
 #include <algorithm>
@@ -22,6 +26,12 @@
 #include <immintrin.h>
 #else
 #define BEAMNER_SOFTMAX_X86 0
+#endif
+
+#if defined(__GNUC__) && !defined(__clang__)
+// Every function taking or returning a 32-byte vector here is inlined into
+// its AVX2 caller, so GCC's note that such a call's ABI changed is moot.
+#pragma GCC diagnostic ignored "-Wpsabi"
 #endif
 
 namespace beamner {
@@ -73,18 +83,26 @@ template <class VI>
   }
 }
 
-// In place.
-template <class VD, class VI, class Gather>
-[[gnu::always_inline]] inline void exp_vector(VD& x, Gather gather) {
+// a * b + c, rounded twice (the baseline's arithmetic).
+struct MulAdd {
+  template <class VD>
+  [[gnu::always_inline]] VD operator()(const VD& a, const VD& b, const VD& c) const {
+    return a * b + c;
+  }
+};
+
+// In place; fma(a, b, c) is a * b + c, fused or not.
+template <class VD, class VI, class Gather, class Fma>
+[[gnu::always_inline]] inline void exp_vector(VD& x, Gather gather, Fma fma) {
   const VD min_arg = VD{} + kMinArg;
   x = x < min_arg ? min_arg : x;
-  const VD t = x * kScale + kShifter;
+  const VD t = fma(x, VD{} + kScale, VD{} + kShifter);
   const VD n = t - kShifter;
-  const VD r = (x - n * kLn2Hi) - n * kLn2Lo;
-  VD p = r * (1.0 / 24.0) + (1.0 / 6.0);
-  p = p * r + 0.5;
-  p = p * r + 1.0;
-  p = p * r + 1.0;
+  const VD r = fma(n, VD{} - kLn2Lo, fma(n, VD{} - kLn2Hi, x));
+  VD p = fma(r, VD{} + (1.0 / 24.0), VD{} + (1.0 / 6.0));
+  p = fma(p, r, VD{} + 0.5);
+  p = fma(p, r, VD{} + 1.0);
+  p = fma(p, r, VD{} + 1.0);
   VI bits;
   std::memcpy(&bits, &t, sizeof bits);
   const VI n_int = bits - kShifterBits;
@@ -97,9 +115,9 @@ template <class VD, class VI, class Gather>
 }
 
 // Sum of exp(packed[p] - max_) over p < n (n a multiple of kSums).
-template <class VD, class VI, class VF, class Gather>
+template <class VD, class VI, class VF, class Gather, class Fma>
 [[gnu::always_inline]] inline double sum_exp(const float* packed, std::int64_t n, double max_,
-                                             Gather gather) {
+                                             Gather gather, Fma fma) {
   constexpr int kLanes = static_cast<int>(sizeof(VD) / sizeof(double));
   constexpr int kVectors = kSums / kLanes;
   static_assert(kSums % kLanes == 0, "the running sums must fill whole vectors");
@@ -110,7 +128,7 @@ template <class VD, class VI, class VF, class Gather>
       VF f;
       std::memcpy(&f, packed + p + v * kLanes, sizeof f);
       VD x = __builtin_convertvector(f, VD) - max_;
-      exp_vector<VD, VI>(x, gather);
+      exp_vector<VD, VI>(x, gather, fma);
       acc[v] += x;
     }
   }
@@ -181,7 +199,7 @@ void rows_baseline(const float* x, const std::uint8_t* valid, std::int64_t n_row
                    std::int64_t n_cols, float* out, float* packed) {
 #if BEAMNER_SOFTMAX_VECTORS
   const auto sum = [](const float* p, std::int64_t n, double max_) {
-    return sum_exp<Vd2, Vi2, Vf2>(p, n, max_, table_bits<Vi2>);
+    return sum_exp<Vd2, Vi2, Vf2>(p, n, max_, table_bits<Vi2>, MulAdd());
   };
 #else
   const auto sum = [](const float* p, std::int64_t n, double max_) {
@@ -213,9 +231,9 @@ struct PackTable {
 };
 const PackTable kPackTable;
 
-__attribute__((target("avx2"))) inline std::int64_t pack_avx2(const float* x,
-                                                              const std::uint8_t* valid,
-                                                              std::int64_t n, float* packed) {
+__attribute__((target("avx2,fma"))) inline std::int64_t pack_avx2(const float* x,
+                                                                  const std::uint8_t* valid,
+                                                                  std::int64_t n, float* packed) {
   std::int64_t k = 0;
   std::int64_t j = 0;
   for (; j + kPackBlock <= n; j += kPackBlock) {
@@ -232,16 +250,25 @@ __attribute__((target("avx2"))) inline std::int64_t pack_avx2(const float* x,
   return k + pack_scalar(x + j, valid + j, n - j, packed + k);
 }
 
-__attribute__((target("avx2"))) void rows_avx2(const float* x, const std::uint8_t* valid,
-                                               std::int64_t n_rows, std::int64_t n_cols, float* out,
-                                               float* packed) {
-  const auto gather = [](const Vi4& j, Vi4& out) __attribute__((target("avx2"))) {
+// a * b + c rounded once (FMA3, which every AVX2 CPU but a few VIA ones has;
+// pick_kernel checks for both).
+struct FusedMulAdd {
+  __attribute__((target("avx2,fma"))) Vd4 operator()(const Vd4& a, const Vd4& b,
+                                                     const Vd4& c) const {
+    return Vd4(_mm256_fmadd_pd(__m256d(a), __m256d(b), __m256d(c)));
+  }
+};
+
+__attribute__((target("avx2,fma"))) void rows_avx2(const float* x, const std::uint8_t* valid,
+                                                   std::int64_t n_rows, std::int64_t n_cols,
+                                                   float* out, float* packed) {
+  const auto gather = [](const Vi4& j, Vi4& out) __attribute__((target("avx2,fma"))) {
     out =
         Vi4(_mm256_i64gather_epi64(reinterpret_cast<const long long*>(kPow2.bits), __m256i(j), 8));
   };
   const auto sum = [gather](const float* p, std::int64_t n, double max_)
-      __attribute__((target("avx2"))) {
-    return sum_exp<Vd4, Vi4, Vf4>(p, n, max_, gather);
+      __attribute__((target("avx2,fma"))) {
+    return sum_exp<Vd4, Vi4, Vf4>(p, n, max_, gather, FusedMulAdd());
   };
   rows_impl(x, valid, n_rows, n_cols, out, packed, pack_avx2, sum);
 }
@@ -255,7 +282,9 @@ struct Kernel {
 Kernel pick_kernel() {
 #if BEAMNER_SOFTMAX_X86
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2")) return {rows_avx2, "avx2"};
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    return {rows_avx2, "avx2-fma"};
+  }
 #endif
   return {rows_baseline, "baseline"};
 }
@@ -270,7 +299,7 @@ const Kernel& kernel() {
 double exp_nonpositive(double x) {
 #if BEAMNER_SOFTMAX_VECTORS
   Vd2 v = {x, x};
-  exp_vector<Vd2, Vi2>(v, table_bits<Vi2>);
+  exp_vector<Vd2, Vi2>(v, table_bits<Vi2>, MulAdd());
   return v[0];
 #else
   return std::exp(x < kMinArg ? kMinArg : x);

@@ -20,7 +20,7 @@ void log_softmax_valid_rows(const float* x, const std::uint8_t* valid, std::int6
 /// std::exp; 0 below -708). Exposed for the tests.
 double exp_nonpositive(double x);
 
-/// "avx2" or "baseline": the kernel this CPU runs.
+/// "avx2-fma" or "baseline": the kernel this CPU runs.
 const char* log_softmax_kernel_name();
 
 }  // namespace beamner
