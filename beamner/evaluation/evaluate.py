@@ -389,6 +389,7 @@ def write_plots(report: dict[str, Any], out: Path) -> dict[str, Any]:
     rows = report["widths"]
     norms = list(dict.fromkeys(r.get("normalize", "none") for r in rows))
     fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=100)
+    ax.set_xscale("log", base=2)  # before the ticks, which then keep their labels
     for n in norms:
         sub = [r for r in rows if r.get("normalize", "none") == n]
         widths = [r["width"] for r in sub]
@@ -396,7 +397,6 @@ def write_plots(report: dict[str, Any], out: Path) -> dict[str, Any]:
         ax.plot(widths, [r["f1"] for r in sub], "o-", label=f"top-1 F1{tag}")
         ax.plot(widths, [r["oracle_f1"] for r in sub], "s--", label=f"oracle F1{tag}")
         ax.set_xticks(widths, [str(w) for w in widths])
-    ax.set_xscale("log", base=2)
     ax.set_xlabel("beam width")
     ax.set_ylabel("F1")
     ax.set_title(Path(report["data"]).name)
