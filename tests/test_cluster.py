@@ -217,9 +217,9 @@ def test_cli_cluster_option_uses_the_scheduler(
     head = _head(lines, 100)
     out = head.with_name("cli.jsonl")
     address = client.scheduler.address
-    result = CliRunner().invoke(
-        app, ["annotate", MODEL, str(head), "-o", str(out), "--cluster", address, "--no-progress"]
-    )
+    args = ["annotate", MODEL, str(head), "-o", str(out), "--cluster", address, "--no-progress"]
+    # --normalize none: the Python API's default for spaCy pipelines (the reference run).
+    result = CliRunner().invoke(app, [*args, "--normalize", "none"])
     assert result.exit_code == 0, result.output
     assert out.read_bytes() == _first_lines(single_output, 100)
 
@@ -232,3 +232,15 @@ def test_annotate_normalize_local_equals_single_process(client: Any, lines: Path
     cluster.annotate(MODEL, head, distributed, cluster=client, normalize="local", partition_size=64)
     assert b'"bounds"' in single.read_bytes()
     assert distributed.read_bytes() == single.read_bytes()
+
+
+def test_stdout_output_in_input_order(
+    client: Any, lines: Path, single_output: bytes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    head = _head(lines, 192)
+    capsys.readouterr()
+    summary = cluster.annotate(MODEL, head, None, cluster=client, partition_size=64)
+    assert summary.written == 192
+    assert capsys.readouterr().out.encode("utf-8") == _first_lines(single_output, 192)
+    with pytest.raises(ValueError, match="--resume needs an --output file"):
+        cluster.annotate(MODEL, head, None, cluster=client, resume=True)
