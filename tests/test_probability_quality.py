@@ -164,6 +164,7 @@ def test_isotonic_calibration_saved_and_reloaded(
     assert held["methods"]["isotonic"]["ece"] == pytest.approx(held["after"]["ece"])
     assert held["after"]["brier"] < held["before"]["brier"]
     assert result["fit"]["after"]["ece"] < 0.01  # isotonic fits its own data (near) exactly
+    assert result["normalize"] == "none" and held["coverage"] is None
 
     # Reloaded: the same map, the same probabilities, everywhere they come out.
     nlp = spacy.load(out)
@@ -199,6 +200,30 @@ def test_isotonic_calibration_saved_and_reloaded(
     fresh.from_bytes(nlp.to_bytes())
     assert fresh.get_pipe("ner").cfg["calibration"] == pipe.cfg["calibration"]
     assert beamner.entity_scores(fresh, docs, 8, 0.0001) == calibrated
+    # Under local: fitted and stored with normalize="local", applied only to local beams.
+    local = calibrate(
+        SM,
+        gold_files["fit"],
+        tmp_path / "local",
+        method="isotonic",
+        eval_data=gold_files["held"],
+        beam_width=4,
+        beam_density=0.0001,
+        normalize="local",
+        label_map=WNUT_MAP,
+        progress=False,
+    )
+    assert 0.0 < local["heldout"]["coverage"] <= 1.0
+    nlp_local = spacy.load(tmp_path / "local")
+    cfg = nlp_local.get_pipe("ner").cfg
+    assert cfg["normalize"] == "local" and cfg["calibration"]["normalize"] == "local"
+    assert calibrator_for(cfg, "none") is None
+    assert beamner.entity_scores(nlp_local, docs, 4, 0.0001, normalize="none") == (
+        beamner.entity_scores(raw_nlp, docs, 4, 0.0001, normalize="none")
+    )
+    assert beamner.entity_scores(nlp_local, docs, 4, 0.0001) != (
+        beamner.entity_scores(raw_nlp, docs, 4, 0.0001, normalize="local")
+    )
     # A temperature calibration afterwards replaces the isotonic map.
     calibrate(nlp, gold_files["fit"], None, holdout=0.5, beam_width=8, progress=False)
     assert nlp.get_pipe("ner").cfg["calibration"] is None

@@ -383,7 +383,8 @@ def calibrate_cmd(
         f"{what} (fit on {result['fit']['n_docs']} docs, width {result['beam_width']}, "
         f"normalize {result['normalize']})"
     )
-    typer.echo(f"held-out ({held['data']}, {held['n_docs']} docs):")
+    cover = "" if held["coverage"] is None else f", coverage {held['coverage']:.3f}"
+    typer.echo(f"held-out ({held['data']}, {held['n_docs']} docs{cover}):")
     for key in ("ece", "ece_p10", "precision_p90", "brier", "nll"):
         before, after = (
             "-" if held[k][key] is None else f"{held[k][key]:.4f}" for k in ("before", "after")

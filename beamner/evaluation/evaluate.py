@@ -499,14 +499,18 @@ def calibrate(
     if not fit_docs or not held:
         raise ValueError("calibrate needs documents both to fit on and to report on")
 
-    def beams(docs: list[GoldDoc]) -> CandidateSet:
-        got = _collect(nlp, docs, [width], density, 1.0, lmap, batch_size, progress, [norm])
-        return got[norm, width].candidates
+    coverage: dict[str, float | None] = {}
 
-    fit = beams(fit_docs)
+    def beams(docs: list[GoldDoc], part: str) -> CandidateSet:
+        got = _collect(nlp, docs, [width], density, 1.0, lmap, batch_size, progress, [norm])
+        stats = got[norm, width]
+        coverage[part] = sum(stats.coverage) / len(stats.coverage) if stats.coverage else None
+        return stats.candidates
+
+    fit = beams(fit_docs, "fit")
     if len(fit) == 0:
         raise ValueError("the beam proposed no entities on the fit data: nothing to calibrate")
-    rep = beams(held)
+    rep = beams(held, "heldout")
     temperature = fit_temperature(fit, objective)
     p_fit, y_fit = fit.probabilities(before_t)
     isotonic = fit_isotonic(p_fit, y_fit, fit.flat_labels(), per_label=per_label, normalize=norm)
@@ -534,12 +538,14 @@ def calibrate(
         "fit": {
             "data": str(data),
             "n_docs": len(fit_docs),
+            "coverage": coverage["fit"],
             "before": _summary(fit.metrics(before_t, n_bins, before_cal)),
             "after": _summary(fit.metrics(after_t, n_bins, after_cal)),
         },
         "heldout": {
             "data": str(eval_data) if eval_data is not None else f"last {holdout:g} of {data}",
             "n_docs": len(held),
+            "coverage": coverage["heldout"],
             "before": rep.metrics(before_t, n_bins, before_cal),
             "after": rep.metrics(after_t, n_bins, after_cal),
             "methods": {m: _summary(rep.metrics(t, n_bins, c)) for m, (t, c) in settings.items()},
