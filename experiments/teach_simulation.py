@@ -284,8 +284,8 @@ def plot(summary: dict[str, Any], path: Path, meta: dict[str, Any]) -> None:
     axes[0][0].legend()
     fig.suptitle(
         "WNUT-17: greedy NER on 300 sentences, then beam updates from simulated yes/no answers\n"
-        f"(mean ± std over seeds {meta['seeds']}; "
-        f"dev/test: {meta['eval_sentences']} sentences each)",
+        f"(Adam learning rate {meta.get('learn_rate') or 0.001}; mean ± std over seeds "
+        f"{meta['seeds']}; dev/test: {meta['eval_sentences']} sentences each)",
         fontsize=10,
     )
     fig.tight_layout()
@@ -315,11 +315,15 @@ def main() -> None:
         "--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS)
     )
     parser.add_argument(
-        "--table", action="store_true", help="print the README table of --output and exit"
+        "--table",
+        action="store_true",
+        help="print the README table of --output, redraw --plot from it, and exit",
     )
     args = parser.parse_args()
     if args.table:
-        print(table(json.loads(args.output.read_text())))
+        results = json.loads(args.output.read_text())
+        print(table(results))
+        plot(results["summary"], args.plot, results["meta"])
         return
     t_start = time.perf_counter()
     vocab_nlp = spacy.blank("en")
