@@ -277,6 +277,15 @@ def test_examples_from_answers(model_dir: Path) -> None:
     (eg,) = build_examples(nlp, merge_answers([answer])[0], "neg")
     assert [t.text for t in eg.predicted] == [t.text for t in eg.reference] == words
     assert [(e.start, e.end) for e in eg.reference.ents] == [(2, 4)]
+    # Prodigy's token offsets alone (token_end inclusive) mean the same span.
+    by_tokens = {
+        "text": text,
+        "answer": "accept",
+        "tokens": tokens,
+        "spans": [{"token_start": 2, "token_end": 3, "label": "location"}],
+    }
+    (eg,) = build_examples(nlp, merge_answers([by_tokens])[0], "neg")
+    assert [(e.text, e.start, e.end) for e in eg.reference.ents] == [("New York", 2, 4)]
 
 
 def test_session_update_with_conflicting_answers(model_dir: Path) -> None:
