@@ -354,9 +354,21 @@ void BeamBatch::expand(int doc, const float* rows, const std::uint8_t* valid, co
     }
     exps_.resize(candidates_.size());
     double Z = 0.0;
-    for (std::size_t i = 0; i < candidates_.size(); ++i) {
-      exps_[i] = std::exp(candidates_[i].score - max_);
-      Z += exps_[i];
+    if (options_.normalize == Normalize::kLocal) {
+      // The normalized beam promises thinc's semantics, not libm's last
+      // bits: its exps come from the vectorised kernel (within 2 ulp).
+      softmax_scratch_.resize(candidates_.size());
+      for (std::size_t i = 0; i < candidates_.size(); ++i) {
+        softmax_scratch_[i] = candidates_[i].score;
+      }
+      exp_shifted(softmax_scratch_.data(), static_cast<std::int64_t>(candidates_.size()), max_,
+                  exps_.data());
+      for (std::size_t i = 0; i < candidates_.size(); ++i) Z += exps_[i];
+    } else {
+      for (std::size_t i = 0; i < candidates_.size(); ++i) {
+        exps_[i] = std::exp(candidates_[i].score - max_);
+        Z += exps_[i];
+      }
     }
     const double cutoff = (1.0 / Z) * static_cast<double>(options_.density);
     std::size_t kept = 0;

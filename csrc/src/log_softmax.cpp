@@ -158,6 +158,28 @@ inline float max_of(const float* packed, std::int64_t n) {
 #endif
 }
 
+#if BEAMNER_SOFTMAX_VECTORS
+// out[i] = exp(double(x[i]) - shift), whole vectors then one lane at a time.
+template <class VD, class VI, class VF, class Gather, class Fma>
+[[gnu::always_inline]] inline void exps_impl(const float* x, std::int64_t n, double shift,
+                                             double* out, Gather gather, Fma fma) {
+  constexpr int kLanes = static_cast<int>(sizeof(VD) / sizeof(double));
+  std::int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    VF f;
+    std::memcpy(&f, x + i, sizeof f);
+    VD v = __builtin_convertvector(f, VD) - shift;
+    exp_vector<VD, VI>(v, gather, fma);
+    std::memcpy(out + i, &v, sizeof v);
+  }
+  for (; i < n; ++i) {
+    VD v = VD{} + (static_cast<double>(x[i]) - shift);
+    exp_vector<VD, VI>(v, gather, fma);
+    out[i] = v[0];
+  }
+}
+#endif
+
 // The valid scores of a row, packed (branchless: every cell is stored, the
 // count advances only for valid ones); returns their number.
 inline std::int64_t pack_scalar(const float* x, const std::uint8_t* valid, std::int64_t n,
@@ -194,6 +216,15 @@ template <class Pack, class SumExp>
 
 using RowsFn = void (*)(const float*, const std::uint8_t*, std::int64_t, std::int64_t, float*,
                         float*);
+using ExpsFn = void (*)(const float*, std::int64_t, double, double*);
+
+void exps_baseline(const float* x, std::int64_t n, double shift, double* out) {
+#if BEAMNER_SOFTMAX_VECTORS
+  exps_impl<Vd2, Vi2, Vf2>(x, n, shift, out, table_bits<Vi2>, MulAdd());
+#else
+  for (std::int64_t i = 0; i < n; ++i) out[i] = exp_nonpositive(static_cast<double>(x[i]) - shift);
+#endif
+}
 
 void rows_baseline(const float* x, const std::uint8_t* valid, std::int64_t n_rows,
                    std::int64_t n_cols, float* out, float* packed) {
@@ -272,10 +303,20 @@ __attribute__((target("avx2,fma"))) void rows_avx2(const float* x, const std::ui
   };
   rows_impl(x, valid, n_rows, n_cols, out, packed, pack_avx2, sum);
 }
+
+__attribute__((target("avx2,fma"))) void exps_avx2(const float* x, std::int64_t n, double shift,
+                                                   double* out) {
+  const auto gather = [](const Vi4& j, Vi4& out) __attribute__((target("avx2,fma"))) {
+    out =
+        Vi4(_mm256_i64gather_epi64(reinterpret_cast<const long long*>(kPow2.bits), __m256i(j), 8));
+  };
+  exps_impl<Vd4, Vi4, Vf4>(x, n, shift, out, gather, FusedMulAdd());
+}
 #endif
 
 struct Kernel {
   RowsFn fn;
+  ExpsFn exps;
   const char* name;
 };
 
@@ -283,10 +324,10 @@ Kernel pick_kernel() {
 #if BEAMNER_SOFTMAX_X86
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-    return {rows_avx2, "avx2-fma"};
+    return {rows_avx2, exps_avx2, "avx2-fma"};
   }
 #endif
-  return {rows_baseline, "baseline"};
+  return {rows_baseline, exps_baseline, "baseline"};
 }
 
 const Kernel& kernel() {
@@ -312,6 +353,10 @@ void log_softmax_valid_rows(const float* x, const std::uint8_t* valid, std::int6
   const auto needed = static_cast<std::size_t>(n_cols + kPackBlock + kSums);
   if (scratch.size() < needed) scratch.resize(needed);
   kernel().fn(x, valid, n_rows, n_cols, out, scratch.data());
+}
+
+void exp_shifted(const float* x, std::int64_t n, double shift, double* out) {
+  kernel().exps(x, n, shift, out);
 }
 
 const char* log_softmax_kernel_name() { return kernel().name; }

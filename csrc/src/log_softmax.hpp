@@ -16,6 +16,10 @@ namespace beamner {
 void log_softmax_valid_rows(const float* x, const std::uint8_t* valid, std::int64_t n_rows,
                             std::int64_t n_cols, float* out, std::vector<float>& scratch);
 
+/// out[i] = exp(double(x[i]) - shift) for x[i] <= shift, by the same kernel
+/// (within 2 ulp of std::exp; arguments below -708 give exp(-708)).
+void exp_shifted(const float* x, std::int64_t n, double shift, double* out);
+
 /// exp(x) for double x <= 0 with a vectorisable polynomial (within ~2 ulp of
 /// std::exp; 0 below -708). Exposed for the tests.
 double exp_nonpositive(double x);

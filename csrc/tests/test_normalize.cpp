@@ -125,6 +125,25 @@ TEST_CASE("exp_nonpositive is within 2 ulp of std::exp on [-708, 0]") {
   CHECK(exp_nonpositive(-1e300) < 1e-300);
 }
 
+TEST_CASE("exp_shifted: exp(x - shift) for a batch, within 2 ulp of std::exp") {
+  std::mt19937_64 rng(3);
+  std::normal_distribution<float> normal(0.0f, 20.0f);
+  for (int n : {0, 1, 3, 4, 5, 37, 600}) {
+    std::vector<float> x(static_cast<std::size_t>(n));
+    float max_ = -INFINITY;
+    for (float& v : x) {
+      v = normal(rng);
+      max_ = std::max(max_, v);
+    }
+    std::vector<double> out(x.size(), -1.0);
+    exp_shifted(x.data(), n, static_cast<double>(max_), out.data());
+    for (int i = 0; i < n; ++i) {
+      const double expected = std::exp(static_cast<double>(x[i]) - max_);
+      CHECK(std::abs(out[i] - expected) <= expected * 4.5e-16);
+    }
+  }
+}
+
 TEST_CASE("log_softmax_valid_rows: each row's log-softmax over its valid cells") {
   std::mt19937_64 rng(11);
   std::normal_distribution<float> normal(0.0f, 5.0f);
