@@ -120,6 +120,20 @@ def test_small_buffer_bounds_lookahead_and_skip_hashes(
     assert rest and not rest & {t["_task_hash"] for t in first if t is not None}
 
 
+def test_rescoring_refreshes_but_adds_no_candidates(model_dir: Path, gold_texts: list[Any]) -> None:
+    session = TeachSession(load(model_dir), [t for t, _ in gold_texts[:40]], LABELS, buffer=30)
+    first = session.next_task()
+    assert first is not None
+    stream = session.stream
+    before = {c for p in stream._pool for c in p.candidates}
+    stream.threshold = 0.0  # as if the model now gave every span some probability
+    stream.invalidate()
+    stream._rescore()
+    after = {c for p in stream._pool for c in p.candidates}
+    assert after == before  # a text's candidates are fixed when it is read
+    assert stream._scored_version == stream.model_version == 1
+
+
 def test_bad_labels_and_order_are_errors(model_dir: Path) -> None:
     nlp = load(model_dir)
     with pytest.raises(ValueError, match="PERSON"):
