@@ -635,6 +635,13 @@ def ab_score_cmd(
         output.write_text(json.dumps(result, indent=2) + "\n")
 
 
+#: beamner.teach.session.DEFAULT_LEARN_RATE (not imported here: the CLI loads lazily).
+TEACH_LR_HELP = (
+    "Step of the updates. 2e-4, not the pipeline's usual 1e-3, which made a small WNUT-17 "
+    "model collapse in experiments/teach_simulation.py (README, 'Learning from yes/no answers')."
+)
+
+
 @app.command("teach-update")
 def teach_update_cmd(
     model: Model,
@@ -654,9 +661,7 @@ def teach_update_cmd(
     ] = 16,
     beam_width: BeamWidth = 16,
     beam_density: BeamDensity = 0.0001,
-    learn_rate: Annotated[
-        OptFloat, typer.Option("--learn-rate", help="Default: the pipeline's optimizer's.")
-    ] = None,
+    learn_rate: Annotated[float, typer.Option("--learn-rate", min=0.0, help=TEACH_LR_HELP)] = 2e-4,
     drop: Annotated[float, typer.Option("--dropout", min=0.0, max=1.0)] = 0.1,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     checkpoint_every: Annotated[
@@ -694,7 +699,9 @@ def teach_update_cmd(
     typer.echo(
         f"{merge['n_answers']} answers ({merge['n_accept']} accept, {merge['n_reject']} reject, "
         f"{merge['n_ignore']} ignore; {merge['n_overridden']} overridden by a later answer, "
-        f"{merge['n_conflicts']} conflicting accepts dropped): {result['n_train_texts']} texts "
+        f"{merge['n_conflicts']} conflicting accepts dropped, {merge['n_preset']} spans on "
+        f"preset entities and {merge['n_unreachable']} no parse can follow not trained on): "
+        f"{result['n_train_texts']} texts "
         f"trained, {result['n_heldout_texts']} held out"
     )
     for name, key in (("before", "before"), ("after", "after")):
@@ -747,9 +754,7 @@ def teach_cmd(
         float,
         typer.Option("--threshold", "-t", min=0.0, max=1.0, help="Suggest spans with p >= this."),
     ] = 0.05,
-    learn_rate: Annotated[
-        OptFloat, typer.Option("--learn-rate", help="Default: the pipeline's optimizer's.")
-    ] = None,
+    learn_rate: Annotated[float, typer.Option("--learn-rate", min=0.0, help=TEACH_LR_HELP)] = 2e-4,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     fmt: Format = "auto",
 ) -> None:

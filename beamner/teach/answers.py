@@ -38,7 +38,23 @@ Merging (:func:`merge_answers`), per text (input hash), in answer order:
 
 The result is one :class:`TextAnswers` per text, which
 :func:`build_examples` turns into spaCy ``Example`` objects for the native
-beam update.
+beam update, on the text as the pipeline's components before the NER left it.
+Two more kinds of span are dropped there, counted, never trained on:
+
+4. spans touching a *preset* entity (set before the NER, e.g. by an
+   ``entity_ruler``: tokens with ``ent_iob`` B or I, blocked tokens included)
+   are counted in ``n_preset``. The NER's moves on those tokens are forced, so
+   the preset entity has p = 1 and any other span over its tokens p = 0 by
+   construction: none of them is the NER's decision, and a reject of the
+   preset entity could not be followed by any parse (the task stream never
+   offers such spans; answers from elsewhere may hold them);
+5. spans that no parse of the NER can follow at all (spaCy's own oracle finds
+   no zero-cost path through the text: e.g. an accepted span crossing a
+   sentence boundary set by an earlier component, or starting on a
+   whitespace token) are counted in ``n_unreachable``: each such span alone
+   first, then, if the text's remaining spans together still cannot be
+   followed, all of them. A text with no span left gives no example, so one
+   such answer never stops the update of the others.
 """
 
 from __future__ import annotations
@@ -51,12 +67,13 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from spacy.language import Language
+from spacy.pipeline._parser_internals.ner import BiluoGold
 from spacy.tokens import Doc, Span
 from spacy.training import Example
 
-from beamner.engine.pipes import upstream_disabled
+from beamner.engine.pipes import find_ner, upstream_disabled
 from beamner.io.records import InputError
-from beamner.teach.tasks import input_hash, task_hash
+from beamner.teach.tasks import input_hash, preset_tokens, task_hash
 
 __all__ = [
     "ANSWERS",
@@ -66,9 +83,11 @@ __all__ = [
     "TextAnswers",
     "build_examples",
     "doc_span",
+    "examples_by_text",
     "merge_answers",
     "parse_answer",
     "predicted_docs",
+    "preset_tokens",
     "read_answers",
 ]
 
@@ -145,6 +164,9 @@ class MergeReport:
     n_overridden: int = 0
     n_conflicts: int = 0
     n_texts: int = 0
+    #: Spans dropped by :func:`build_examples`: touching preset entities, or no parse can follow.
+    n_preset: int = 0
+    n_unreachable: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -340,23 +362,48 @@ def predicted_docs(nlp: Language, merged: Sequence[TextAnswers]) -> list[Doc]:
     return list(nlp.pipe(inputs, disable=upstream_disabled(nlp)))
 
 
-def build_examples(
+def _touches(span: Span, tokens: set[int]) -> bool:
+    return any(i in tokens for i in range(span.start, span.end))
+
+
+def _reachable(moves: Any, neg_key: str, doc: Doc, ref: Doc) -> bool:
+    """Whether the NER's transition system has a zero-cost path through ``doc`` that
+    follows ``ref`` (spaCy's own oracle; the beam update follows the same costs)."""
+    example = Example(doc, ref)
+    state = moves.init_batch([doc])[0]
+    gold = BiluoGold(moves, state, example, neg_key)
+    try:
+        moves.get_oracle_sequence_from_state(state, gold)
+    except ValueError:
+        return False
+    return True
+
+
+def _reference(
+    nlp: Language, doc: Doc, accepted: Sequence[Span], rejected: Sequence[Span], neg_key: str
+) -> Doc:
+    ref = Doc(nlp.vocab, words=[t.text for t in doc], spaces=[bool(t.whitespace_) for t in doc])
+    ref.set_ents([Span(ref, s.start, s.end, s.label) for s in accepted], default="unmodified")
+    ref.spans[neg_key] = [Span(ref, s.start, s.end, s.label) for s in rejected]
+    return ref
+
+
+def examples_by_text(
     nlp: Language,
     merged: Sequence[TextAnswers],
     neg_key: str,
     docs: Sequence[Doc] | None = None,
-) -> list[Example]:
-    """One ``Example`` per text: the predicted doc has run through the pipeline's
-    components before the NER (``docs`` when already done); the reference has
-    the accepted spans as entities, every other token missing, and the rejected
-    spans under ``spans[neg_key]``. A span off the model's token boundaries
-    raises :class:`~beamner.io.records.InputError` naming the answer."""
+    report: MergeReport | None = None,
+) -> list[tuple[TextAnswers, Example]]:
+    """:func:`build_examples`, each example with the text it comes from (texts left
+    with no usable span have none); counts go to ``report`` when given."""
     if docs is None:
         docs = predicted_docs(nlp, merged)
-    examples = []
+    report = report if report is not None else MergeReport()
+    moves = find_ner(nlp).moves
+    out = []
     for m, doc in zip(merged, docs):
-        ref = Doc(nlp.vocab, words=[t.text for t in doc], spaces=[bool(t.whitespace_) for t in doc])
-        accepted = [doc_span(ref, s, m.where) for s in m.accepted]
+        accepted = [doc_span(doc, s, m.where) for s in m.accepted]
         # Token-level overlap (answers mixing char and token offsets) is a conflict too.
         taken: set[int] = set()
         clean: list[Span] = []
@@ -368,11 +415,56 @@ def build_examples(
                 clean.append(span)
             taken |= tokens
         accepted_keys = {(s.start, s.end, s.label) for s in clean}
-        ref.set_ents(clean, default="unmodified")
-        ref.spans[neg_key] = [
+        rejected = [
             span
-            for span in (doc_span(ref, s, m.where) for s in m.rejected)
+            for span in (doc_span(doc, s, m.where) for s in m.rejected)
             if (span.start, span.end, span.label) not in accepted_keys
         ]
-        examples.append(Example(doc, ref))
-    return examples
+        # Spans on preset entities are not the NER's decision (see the module docstring).
+        preset = preset_tokens(doc)
+        if preset:
+            n_before = len(clean) + len(rejected)
+            clean = [s for s in clean if not _touches(s, preset)]
+            rejected = [s for s in rejected if not _touches(s, preset)]
+            report.n_preset += n_before - len(clean) - len(rejected)
+        ref = _reference(nlp, doc, clean, rejected, neg_key)
+        if (clean or rejected) and not _reachable(moves, neg_key, doc, ref):
+            # Drop the spans no parse can follow on their own, then, if their
+            # combination still cannot be followed, the text's remaining spans.
+            n_before = len(clean) + len(rejected)
+            clean = [
+                s
+                for s in clean
+                if _reachable(moves, neg_key, doc, _reference(nlp, doc, [s], [], neg_key))
+            ]
+            rejected = [
+                s
+                for s in rejected
+                if _reachable(moves, neg_key, doc, _reference(nlp, doc, [], [s], neg_key))
+            ]
+            ref = _reference(nlp, doc, clean, rejected, neg_key)
+            if not _reachable(moves, neg_key, doc, ref):
+                clean, rejected = [], []
+            report.n_unreachable += n_before - len(clean) - len(rejected)
+        if clean or rejected:
+            out.append((m, Example(doc, ref)))
+    return out
+
+
+def build_examples(
+    nlp: Language,
+    merged: Sequence[TextAnswers],
+    neg_key: str,
+    docs: Sequence[Doc] | None = None,
+    report: MergeReport | None = None,
+) -> list[Example]:
+    """One ``Example`` per text with a usable span: the predicted doc has run
+    through the pipeline's components before the NER (``docs`` when already
+    done); the reference has the accepted spans as entities, every other token
+    missing, and the rejected spans under ``spans[neg_key]``. Spans touching
+    preset entities are dropped (``report.n_preset``), and so are spans no
+    parse of the NER can follow (``report.n_unreachable``; see the module
+    docstring); a text left with none gives no example. A span off the model's
+    token boundaries raises :class:`~beamner.io.records.InputError` naming the
+    answer."""
+    return [eg for _, eg in examples_by_text(nlp, merged, neg_key, docs, report)]

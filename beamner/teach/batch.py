@@ -8,7 +8,12 @@ independent of the order of the file), and runs ``n_epochs`` epochs of native
 global updates over the training texts (shuffled per epoch with ``seed``).
 It reports how often the model's accept/reject prediction (accept iff the
 span's beam probability >= 0.5) matches the held-out answers, before
-training and after every epoch.
+training and after every epoch. Spans on entities preset before the NER and
+spans no parse can follow are not trained on (counted in the report's
+``merge``: ``n_preset``, ``n_unreachable``; see :mod:`beamner.teach.answers`).
+The default ``learn_rate`` is :data:`~beamner.teach.session.DEFAULT_LEARN_RATE`
+(2e-4, not the pipeline's usual 1e-3, which made a small model collapse in
+experiments/teach_simulation.py); ``None`` keeps the pipeline optimizer's.
 
 Checkpoints and resuming: every ``checkpoint_every`` update batches and at
 the end of every epoch, the pipeline is written to ``OUT.partial`` together
@@ -41,13 +46,19 @@ from beamner.pipeline import BeamnerEntityRecognizer
 from beamner.probabilities.beams import beam_docs
 from beamner.teach.answers import (
     TextAnswers,
-    build_examples,
     doc_span,
+    examples_by_text,
     merge_answers,
     predicted_docs,
     read_answers,
 )
-from beamner.teach.session import DEFAULT_NEG_KEY, prepare_pipeline, train_answers
+from beamner.teach.session import (
+    DEFAULT_LEARN_RATE,
+    DEFAULT_NEG_KEY,
+    prepare_pipeline,
+    train_answers,
+)
+from beamner.teach.tasks import preset_tokens
 
 __all__ = ["PROGRESS_FILE", "answer_agreement", "split_holdout", "teach_update"]
 
@@ -77,7 +88,8 @@ def answer_agreement(
 ) -> dict[str, Any]:
     """How often ``p >= 0.5`` (beam probability of the span and label) agrees with the
     answers: ``accuracy`` over all decided spans, per answer kind, and the mean
-    probability the model gives accepted and rejected spans."""
+    probability the model gives accepted and rejected spans. Spans touching
+    entities preset before the NER are left out (not the NER's decision)."""
     from beamner.engine.pipes import find_ner
 
     pipe = find_ner(nlp)
@@ -92,9 +104,12 @@ def answer_agreement(
     probs: dict[str, list[float]] = {"accept": [], "reject": []}
     for i, (m, doc) in enumerate(zip(merged, docs)):
         ents = entities.get(i, {})
+        preset = preset_tokens(doc)
         for kind, spans in (("accept", m.accepted), ("reject", m.rejected)):
             for s in spans:
                 span = doc_span(doc, s, m.where)
+                if any(t in preset for t in range(span.start, span.end)):
+                    continue  # a preset entity's p is 1 or 0 by construction
                 probs[kind].append(ents.get((span.start, span.end, span.label_), 0.0))
     right_accept = sum(p >= 0.5 for p in probs["accept"])
     right_reject = sum(p < 0.5 for p in probs["reject"])
@@ -153,7 +168,7 @@ def teach_update(
     beam_width: int = 16,
     beam_density: float = 0.0001,
     update_width: int | None = None,
-    learn_rate: float | None = None,
+    learn_rate: float | None = DEFAULT_LEARN_RATE,
     drop: float = 0.1,
     seed: int = 0,
     checkpoint_every: int = 20,
@@ -204,8 +219,14 @@ def teach_update(
     if not train:
         raise ValueError(f"{answers}: no answers left to train on (holdout {holdout})")
     held_docs = predicted_docs(nlp, held)
-    train_examples = build_examples(nlp, train, incorrect_spans_key)
-    by_hash = {m.input_hash: eg for m, eg in zip(train, train_examples)}
+    # Spans on preset entities, or that no parse can follow, are dropped here (counted).
+    train_examples = examples_by_text(nlp, train, incorrect_spans_key, report=report)
+    by_hash = {m.input_hash: eg for m, eg in train_examples}
+    if not by_hash:
+        raise ValueError(
+            f"{answers}: no answers left to train on ({report.n_preset} on preset entities, "
+            f"{report.n_unreachable} no parse can follow)"
+        )
 
     def agreement() -> dict[str, Any]:
         return answer_agreement(
@@ -228,7 +249,7 @@ def teach_update(
     progress.update(
         n_epochs=n_epochs,
         merge=report.as_dict(),
-        n_train_texts=len(train),
+        n_train_texts=len(by_hash),
         n_heldout_texts=len(held),
     )
     optimizer = nlp.create_optimizer()  # type: ignore[no-untyped-call]

@@ -5,16 +5,19 @@ Contract of :class:`TeachSession` (what a server builds on)
 
 ``TeachSession(nlp, source, labels, *, order="uncertainty", buffer=64,
 batch_size=16, beam_width=16, beam_density=0.0001, threshold=0.05,
-update_width=None, update_batch=16, learn_rate=None, drop=0.1, seed=0,
+update_width=None, update_batch=16, learn_rate=DEFAULT_LEARN_RATE, drop=0.1, seed=0,
 fmt="auto", normalize=None, incorrect_spans_key="incorrect_spans")``
 
 Task options (``order``, ``buffer``, ``batch_size``, ``threshold``,
 ``normalize``, ``seed``): :class:`beamner.teach.tasks.TaskStream`.
 ``update_width``: beam width of the updates (default ``beam_width``);
-``update_batch``: texts per native update; ``learn_rate``: overrides the
-pipeline's optimizer's (``[training.optimizer]``, a fresh one per session;
-on a small WNUT-17 model, 2e-4 was far steadier than the usual 1e-3 for
-updates of 10 answers: README, "Learning from yes/no answers");
+``update_batch``: texts per native update; ``learn_rate``: the step of the
+optimizer (the pipeline's ``[training.optimizer]``, a fresh one per
+session), by default ``DEFAULT_LEARN_RATE`` = 2e-4, not the usual 1e-3: in
+the simulated-annotator experiment (experiments/teach_simulation.py; README,
+"Learning from yes/no answers") 1e-3 made a small WNUT-17 model collapse
+(F1 -> 0 within 1,000 answers) while 2e-4 helped a little, smoothly;
+``None`` keeps the pipeline's optimizer's own rate;
 ``drop``: dropout during updates.
 
 * ``nlp`` is changed in place: its NER becomes beamner's ``beamner_ner``
@@ -40,10 +43,13 @@ updates of 10 answers: README, "Learning from yes/no answers");
   those only (pending answers are untouched). Answers are merged per text
   (:func:`beamner.teach.answers.merge_answers`: the last answer about a span
   wins; overlapping accepted spans are dropped and counted in
-  ``n_conflicts``), then one native global update
-  (``BeamnerEntityRecognizer.update_beam``) per ``update_batch`` texts.
-  A bad answer raises :class:`~beamner.io.records.InputError` before any
-  training.
+  ``n_conflicts``), spans touching preset entities (set before the NER,
+  e.g. by an ``entity_ruler``; never offered as tasks) and spans no parse
+  can follow are dropped and counted in ``n_preset`` and ``n_unreachable``
+  (:mod:`beamner.teach.answers`; the other answers are trained on), then one
+  native global update (``BeamnerEntityRecognizer.update_beam``) per
+  ``update_batch`` texts. A bad answer raises
+  :class:`~beamner.io.records.InputError` before any training.
 * :meth:`skip_hashes` ``(task_hashes)``: never serve these (resuming from a
   dataset file: pass the ``_task_hash`` of every answer in it).
 * :meth:`stats` -> counts for a progress line; :meth:`save` ``(path)``
@@ -100,9 +106,22 @@ from beamner.teach.answers import (
 )
 from beamner.teach.tasks import Source, TaskStream
 
-__all__ = ["TeachSession", "UpdateResult", "prepare_pipeline", "train_answers"]
+__all__ = [
+    "DEFAULT_LEARN_RATE",
+    "TeachSession",
+    "UpdateResult",
+    "prepare_pipeline",
+    "train_answers",
+]
 
 DEFAULT_NEG_KEY = "incorrect_spans"
+
+#: Default step of the updates from answers (``TeachSession``, ``teach-update``,
+#: ``beamner teach``). The usual 1e-3 of a pipeline's optimizer made a small
+#: WNUT-17 model collapse (F1 -> 0 within 1,000 answers, updates of 10 answers),
+#: 2e-4 improved it a little and smoothly: experiments/teach_simulation.py,
+#: experiments/results/teach_simulation*.json, README "Learning from yes/no answers".
+DEFAULT_LEARN_RATE = 2e-4
 
 
 @dataclass
@@ -116,6 +135,8 @@ class UpdateResult:
     n_ignore: int = 0
     n_overridden: int = 0
     n_conflicts: int = 0
+    n_preset: int = 0
+    n_unreachable: int = 0
     n_texts: int = 0
     n_batches: int = 0
     seconds: float = 0.0
@@ -198,7 +219,7 @@ class TeachSession:
         threshold: float = 0.05,
         update_width: int | None = None,
         update_batch: int = 16,
-        learn_rate: float | None = None,
+        learn_rate: float | None = DEFAULT_LEARN_RATE,
         drop: float = 0.1,
         seed: int = 0,
         fmt: str = "auto",
@@ -312,8 +333,9 @@ class TeachSession:
                 n_conflicts=report.n_conflicts,
                 n_texts=report.n_texts,
             )
-            if merged:
-                examples = build_examples(self.nlp, merged, self.neg_key)
+            examples = build_examples(self.nlp, merged, self.neg_key, report=report)
+            result.n_preset, result.n_unreachable = report.n_preset, report.n_unreachable
+            if examples:
                 result.loss, result.n_batches = train_answers(
                     self.nlp,
                     self.pipe,

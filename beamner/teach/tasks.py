@@ -60,6 +60,7 @@ __all__ = [
     "TaskStream",
     "input_hash",
     "make_task",
+    "preset_tokens",
     "records_from",
     "task_hash",
     "uncertainty",
@@ -157,6 +158,13 @@ def make_task(
     }
 
 
+def preset_tokens(doc: Doc) -> set[int]:
+    """Tokens of ``doc`` inside entities set before the NER (``ent_iob`` B or I, e.g.
+    by an ``entity_ruler``, blocked tokens included): the NER's moves there are
+    forced, so no task or answer about a span touching them is the NER's decision."""
+    return {t.i for t in doc if t.ent_iob in (1, 3)}
+
+
 @dataclass
 class _PooledDoc:
     record: Record
@@ -173,7 +181,10 @@ class TaskStream:
     The stream reads ``batch_size`` records at a time, runs the pipeline's
     components before the NER on them, and scores every candidate entity of
     the requested ``labels`` with the beam (:func:`beam_docs`). Candidates with
-    probability below ``threshold`` are not offered. Pending candidates wait in
+    probability below ``threshold`` are not offered, nor are spans touching an
+    entity preset before the NER (e.g. by an ``entity_ruler``): the NER's moves
+    there are forced, so such a span's p is 1 or 0 by construction, and an
+    answer about it could teach the NER nothing. Pending candidates wait in
     a look-ahead buffer of at most ``buffer`` tasks (plus one batch while it
     is refilled). ``normalize`` is passed to :func:`beam_docs` (``None``: the
     component's setting). ``score_lock`` (optional) is held while the beam
@@ -358,6 +369,7 @@ class TaskStream:
                     normalize=self.normalize,
                 )
             for p, beam in zip(nonempty, beams):
+                preset = preset_tokens(p.doc)
                 if rescore:
                     for cand, (_, th) in old[id(p)].items():
                         prob = beam.entities.get(cand, 0.0)
@@ -367,6 +379,8 @@ class TaskStream:
                 for (start, end, label), prob in beam.entities.items():
                     if label not in self.labels or prob < self.threshold:
                         continue
+                    if preset and any(i in preset for i in range(start, end)):
+                        continue  # a preset entity (p = 1 by construction): not the NER's call
                     span = p.doc[start:end]
                     th = task_hash(p.input_hash, span.start_char, span.end_char, label)
                     if th not in self._skip:
