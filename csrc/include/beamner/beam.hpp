@@ -119,7 +119,11 @@ class BeamBatch {
   /// keeps the score it has without constraints (under kLocal its model
   /// log-probability) and the final beam holds the best parses of the event.
   /// A forbidden span also masks the moves into a state whose only way on
-  /// would close it, so no state dead-ends. A document no parse of which can
+  /// would close it, so with one constraint per document no state dead-ends
+  /// (span_distributions uses one). With several, a state can still dead-end
+  /// (e.g. forbidden [0, 2) and [0, 3) of a 3-token document after B at 0);
+  /// it drops out, and a beam all of whose states do so ends empty as if
+  /// infeasible, though some parse might meet the constraints. A document no parse of which can
   /// meet its constraints (a span across a sentence start, on whitespace,
   /// against preset entities) finishes without parses (`is_infeasible`).
   /// Throws std::out_of_range for a bad document, std::invalid_argument for a
