@@ -586,7 +586,7 @@ def test_teach_update_skips_preset_answers(
 def test_default_learn_rate(model_dir: Path) -> None:
     import inspect
 
-    from beamner.cli.app import teach_cmd, teach_update_cmd
+    from beamner.cli.teach import teach_cmd, teach_update_cmd
     from beamner.teach.session import DEFAULT_LEARN_RATE
 
     assert DEFAULT_LEARN_RATE == 2e-4

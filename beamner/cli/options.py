@@ -1,0 +1,98 @@
+"""Options and helpers the ``beamner`` commands share."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+# Optional[...] rather than "X | None": typer evaluates the annotations at
+# runtime and the package supports Python 3.9.
+OptPath = Optional[Path]
+OptStr = Optional[str]
+OptInt = Optional[int]
+OptFloat = Optional[float]
+
+# Shared options.
+Model = Annotated[str, typer.Argument(help="spaCy pipeline: an installed package name or a path.")]
+BeamWidth = Annotated[int, typer.Option("--beam-width", "-w", min=1, help="Beam width.")]
+BeamDensity = Annotated[
+    float,
+    typer.Option("--beam-density", min=0.0, max=1.0, help="Beam density (prune below d * best)."),
+]
+BatchSize = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Docs per batch.")]
+GpuId = Annotated[
+    int, typer.Option("--gpu-id", "-g", help="GPU to use (spacy.require_gpu); -1: CPU.")
+]
+Format = Annotated[
+    str, typer.Option("--format", "-f", help="Input format: auto, jsonl, text or spacy.")
+]
+GoldFormat = Annotated[
+    str, typer.Option("--format", "-f", help="Gold format: auto, conll, spacy or jsonl.")
+]
+SkipInvalid = Annotated[
+    bool, typer.Option("--skip-invalid", help="Skip bad input lines and count them, not fail.")
+]
+Progress = Annotated[
+    Optional[bool],
+    typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal)."),
+]
+SentencesPerDoc = Annotated[
+    int, typer.Option("--sentences-per-doc", min=1, help="CoNLL sentences grouped into a doc.")
+]
+LabelMap = Annotated[
+    Optional[str],
+    typer.Option(
+        "--label-map",
+        help="Rename predicted labels, PRED=GOLD,...; unmapped predicted labels are ignored.",
+    ),
+]
+
+
+#: The commands' beam normalization. "local" (each step a log-softmax over the valid
+#: actions): for greedily trained pipelines (every en_core_web_*) the raw beam loses
+#: top-1 F1 as it widens and "local" does not, and its probabilities are better; for
+#: a beam-trained model it costs nothing (README, bench/probability_quality.py).
+#: The Python API keeps the component's own setting ("none" unless set).
+NORMALIZE_DEFAULT = "local"
+Normalize = Annotated[
+    str,
+    typer.Option(
+        "--normalize",
+        help="Beam normalization: local (log-probabilities; spans get bounds, lines a "
+        "coverage) or none (spaCy's raw scores).",
+    ),
+]
+
+
+def fail(err: Exception) -> None:
+    typer.echo(f"error: {err}", err=True)
+    raise typer.Exit(1)
+
+
+def echo_json(obj: Any) -> None:
+    typer.echo(json.dumps(obj, indent=2))
+
+
+Cluster = Annotated[
+    OptStr,
+    typer.Option(
+        "--cluster",
+        help="Run on Dask (the 'cluster' extra): a scheduler address "
+        "(tcp://host:8786), a scheduler file (.json) or local[N] for N local worker processes.",
+    ),
+]
+
+
+def cluster_job(job: Any, cluster: str | None, name: str) -> Any:
+    """``job``, or its ``beamner.cluster`` twin bound to ``cluster``."""
+    if cluster is None:
+        return job
+    import functools
+    import importlib
+
+    return functools.partial(
+        getattr(importlib.import_module("beamner.cluster"), name), cluster=cluster
+    )
