@@ -83,26 +83,33 @@ template <class VI>
   }
 }
 
-// a * b + c, rounded twice (the baseline's arithmetic).
+// out = a * b + c, rounded twice (the baseline's arithmetic). The multiply-adds
+// write through a reference rather than return: a 32-byte vector returned by a
+// function without an AVX target attribute changes the ABI (Clang rejects it).
 struct MulAdd {
   template <class VD>
-  [[gnu::always_inline]] VD operator()(const VD& a, const VD& b, const VD& c) const {
-    return a * b + c;
+  [[gnu::always_inline]] void operator()(const VD& a, const VD& b, const VD& c, VD& out) const {
+    out = a * b + c;
   }
 };
 
-// In place; fma(a, b, c) is a * b + c, fused or not.
+// In place; fma(a, b, c, out) sets out = a * b + c, fused or not.
 template <class VD, class VI, class Gather, class Fma>
 [[gnu::always_inline]] inline void exp_vector(VD& x, Gather gather, Fma fma) {
   const VD min_arg = VD{} + kMinArg;
   x = x < min_arg ? min_arg : x;
-  const VD t = fma(x, VD{} + kScale, VD{} + kShifter);
+  VD t;
+  fma(x, VD{} + kScale, VD{} + kShifter, t);
   const VD n = t - kShifter;
-  const VD r = fma(n, VD{} - kLn2Lo, fma(n, VD{} - kLn2Hi, x));
-  VD p = fma(r, VD{} + (1.0 / 24.0), VD{} + (1.0 / 6.0));
-  p = fma(p, r, VD{} + 0.5);
-  p = fma(p, r, VD{} + 1.0);
-  p = fma(p, r, VD{} + 1.0);
+  VD hi;
+  fma(n, VD{} - kLn2Hi, x, hi);
+  VD r;
+  fma(n, VD{} - kLn2Lo, hi, r);
+  VD p;
+  fma(r, VD{} + (1.0 / 24.0), VD{} + (1.0 / 6.0), p);
+  fma(p, r, VD{} + 0.5, p);
+  fma(p, r, VD{} + 1.0, p);
+  fma(p, r, VD{} + 1.0, p);
   VI bits;
   std::memcpy(&bits, &t, sizeof bits);
   const VI n_int = bits - kShifterBits;
@@ -284,9 +291,9 @@ __attribute__((target("avx2,fma"))) inline std::int64_t pack_avx2(const float* x
 // a * b + c rounded once (FMA3, which every AVX2 CPU but a few VIA ones has;
 // pick_kernel checks for both).
 struct FusedMulAdd {
-  __attribute__((target("avx2,fma"))) Vd4 operator()(const Vd4& a, const Vd4& b,
-                                                     const Vd4& c) const {
-    return Vd4(_mm256_fmadd_pd(__m256d(a), __m256d(b), __m256d(c)));
+  __attribute__((target("avx2,fma"))) void operator()(const Vd4& a, const Vd4& b, const Vd4& c,
+                                                      Vd4& out) const {
+    out = Vd4(_mm256_fmadd_pd(__m256d(a), __m256d(b), __m256d(c)));
   }
 };
 
