@@ -15,23 +15,21 @@ from thinc.api import Config, Model
 
 from beamner._core import BeamBatch
 from beamner._spacy_states import build_beam, build_state
-from beamner.engine.search import beam_search, check_normalize
+from beamner.engine.search import run_search
+from beamner.engine.settings import BeamSettings, Decode, Normalize, SpansLayout
+from beamner.probabilities.beams import named_probabilities
 from beamner.probabilities.calibration import entity_probabilities
-from beamner.probabilities.calibrators import apply_calibration, calibrator_for
-from beamner.probabilities.decoding import DECODE_MODES, marginal_entities
-from beamner.probabilities.spans import SPANS_LAYOUTS, singlelabel_group
+from beamner.probabilities.decoding import marginal_entities
+from beamner.probabilities.spans import singlelabel_group
 from beamner.training.beam_update import update_beam
 
-#: Settings beamner adds to spaCy's ``beam_ner`` ones.
-BEAMNER_DEFAULTS: dict[str, Any] = {
-    "spans_key": None,
-    "span_threshold": 0.1,
-    "fused": True,
-    "temperature": 1.0,
-    "normalize": "none",
-    "decode": "best",
-    "spans_layout": "entities",
-    "spans_allow_overlap": True,
+__all__ = ["BeamnerEntityRecognizer", "NativeBeams", "accelerate", "make_beamner_ner"]
+
+#: The settings in ``beamner_ner``'s config. The fitted calibration is not
+#: among them: it lives in the component's cfg (saved beside the weights),
+#: not in config.cfg.
+CONFIG_SETTINGS: dict[str, Any] = {
+    key: value for key, value in BeamSettings().to_cfg().items() if key != "calibration"
 }
 
 
@@ -55,21 +53,17 @@ class BeamnerEntityRecognizer(EntityRecognizer):  # type: ignore[misc]
         moves: Any = None,
         *,
         update_with_oracle_cut_size: int = 100,
-        beam_width: int = 16,
-        beam_density: float = 0.0001,
         beam_update_prob: float = 0.5,
         multitasks: Iterable[Any] = (),
         incorrect_spans_key: str | None = None,
         scorer: Callable[..., Any] | None = None,
-        spans_key: str | None = None,
-        span_threshold: float = 0.1,
-        fused: bool = True,
-        temperature: float = 1.0,
-        normalize: str = "none",
-        decode: str = "best",
-        spans_layout: str = "entities",
-        spans_allow_overlap: bool = True,
+        **settings: Any,
     ) -> None:
+        """``settings``: :class:`~beamner.engine.settings.BeamSettings` under
+        their cfg keys (``beam_width``, ``beam_density``, ``normalize``, ...);
+        the rest take beamner's defaults."""
+        BeamSettings.check_cfg_keys(settings)
+        beam = BeamSettings.from_cfg(settings)
         kwargs: dict[str, Any] = {} if scorer is None else {"scorer": scorer}
         super().__init__(
             vocab,
@@ -77,31 +71,26 @@ class BeamnerEntityRecognizer(EntityRecognizer):  # type: ignore[misc]
             name=name,
             moves=moves,
             update_with_oracle_cut_size=update_with_oracle_cut_size,
-            beam_width=beam_width,
-            beam_density=beam_density,
+            beam_width=beam.width,
+            beam_density=beam.density,
             beam_update_prob=beam_update_prob,
             multitasks=multitasks,
             incorrect_spans_key=incorrect_spans_key,
             **kwargs,
         )
-        if not 0.0 <= span_threshold <= 1.0:
-            raise ValueError(f"span_threshold must be in [0, 1], got {span_threshold}")
-        if not temperature > 0.0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.cfg["normalize"] = check_normalize(normalize)
-        if decode not in DECODE_MODES:
-            raise ValueError(f"decode must be one of {DECODE_MODES}, got {decode!r}")
-        self.cfg.update(
-            spans_key=spans_key, span_threshold=span_threshold, fused=fused, temperature=temperature
-        )
-        self.cfg["decode"] = decode
-        if spans_layout not in SPANS_LAYOUTS:
-            raise ValueError(f"spans_layout must be one of {SPANS_LAYOUTS}, got {spans_layout!r}")
-        self.cfg.update(spans_layout=spans_layout, spans_allow_overlap=bool(spans_allow_overlap))
+        self.cfg.update(beam.to_cfg())
+
+    @property
+    def settings(self) -> BeamSettings:
+        """The component's settings, read from its cfg (what it saves)."""
+        return BeamSettings.from_cfg(self.cfg)
 
     @classmethod
     def from_pipe(cls, pipe: EntityRecognizer, **settings: Any) -> BeamnerEntityRecognizer:
-        """A component sharing ``pipe``'s model, moves and settings (no copy)."""
+        """A component sharing ``pipe``'s model, moves and settings (no copy);
+        ``settings`` (cfg keys) override them. A greedy component's density 0
+        is not inherited (:meth:`BeamSettings.from_pipe`)."""
+        beam = BeamSettings.from_pipe(pipe, updates=settings)
         cfg = dict(pipe.cfg)
         new = cls(
             pipe.vocab,
@@ -109,16 +98,13 @@ class BeamnerEntityRecognizer(EntityRecognizer):  # type: ignore[misc]
             name=pipe.name,
             moves=pipe.moves,
             update_with_oracle_cut_size=cfg["update_with_oracle_cut_size"],
-            beam_width=cfg["beam_width"],
-            beam_density=cfg["beam_density"],
             beam_update_prob=cfg["beam_update_prob"],
             multitasks=cfg.get("multitasks", ()),
             incorrect_spans_key=cfg.get("incorrect_spans_key"),
             scorer=pipe.scorer,
+            **beam.to_cfg(),
         )
-        cfg.update({k: v for k, v in BEAMNER_DEFAULTS.items() if k not in cfg})
-        cfg.update(settings)
-        new.cfg = cfg
+        new.cfg = {**cfg, **beam.to_cfg()}
         return new
 
     def update_beam(
@@ -137,14 +123,7 @@ class BeamnerEntityRecognizer(EntityRecognizer):  # type: ignore[misc]
         )
 
     def _search(self, docs: list[Doc], width: int, density: float) -> BeamBatch:
-        return beam_search(
-            self,
-            docs,
-            width,
-            density,
-            fused=bool(self.cfg.get("fused", True)),
-            normalize=check_normalize(str(self.cfg.get("normalize", "none"))),
-        )
+        return run_search(self, docs, self.settings.replace(width=width, density=density))
 
     def beam_parse(
         self, docs: Sequence[Doc], beam_width: int, drop: float = 0.0, beam_density: float = 0.0
@@ -168,11 +147,10 @@ class BeamnerEntityRecognizer(EntityRecognizer):  # type: ignore[misc]
         docs = list(docs)
         if not any(len(doc) for doc in docs):
             return self.moves.init_batch(docs)
-        if self.cfg["beam_width"] == 1 and not self.cfg.get("spans_key"):
+        settings = self.settings
+        if settings.width == 1 and not settings.spans_key:
             return self.greedy_parse(docs, drop=0.0)
-        return NativeBeams(
-            self.moves, docs, self._search(docs, self.cfg["beam_width"], self.cfg["beam_density"])
-        )
+        return NativeBeams(self.moves, docs, run_search(self, docs, settings))
 
     def set_annotations(self, docs: Sequence[Doc], states_or_beams: Any) -> None:
         if not isinstance(states_or_beams, NativeBeams):
@@ -183,30 +161,21 @@ class BeamnerEntityRecognizer(EntityRecognizer):  # type: ignore[misc]
             build_state(self.moves, doc, batch.beam_arrays(i)[2][0]) for i, doc in enumerate(docs)
         ]
         super().set_annotations(docs, best)
-        key = self.cfg.get("spans_key")
-        marginal = self.cfg.get("decode", "best") == "marginal"
+        settings = self.settings
+        key = settings.spans_key
+        marginal = settings.decode == "marginal"
         if not key and not marginal:
             return
-        threshold = float(self.cfg.get("span_threshold", 0.0))
-        temperature = float(self.cfg.get("temperature", 1.0))
-        calibrator = calibrator_for(self.cfg, str(self.cfg.get("normalize", "none")))
+        strings = self.vocab.strings
         for i, doc in enumerate(docs):
-            probs = entity_probabilities(batch, i, temperature)
             if marginal:
-                _set_marginal_ents(doc, probs)
-            if key and self.cfg.get("spans_layout", "entities") == "singlelabel":
-                doc.spans[key] = singlelabel_group(self, doc, batch, i, key)
+                _set_marginal_ents(doc, entity_probabilities(batch, i, settings.temperature))
+            if key and settings.spans_layout == "singlelabel":
+                doc.spans[key] = singlelabel_group(self, doc, batch, i, key, settings)
             elif key:
-                scores = probs
-                if calibrator is not None:
-                    strings = self.vocab.strings
-                    named = {(s, e, strings[lab]): p for (s, e, lab), p in probs.items() if lab}
-                    calibrated = apply_calibration(named, calibrator)
-                    scores = {(s, e, strings[lab]): p for (s, e, lab), p in calibrated.items()}
-                doc.spans[key] = _scored_spans(doc, key, scores, threshold)
-        if key and self.cfg.get("normalize", "none") == "local":
-            if self.cfg.get("spans_layout", "entities") == "entities":
-                for i, doc in enumerate(docs):
+                probs = named_probabilities(batch, i, strings, settings)
+                doc.spans[key] = _scored_spans(doc, key, probs, settings.span_threshold)
+                if settings.normalize == "local":
                     _attach_bounds(doc.spans[key], batch, i)
 
 
@@ -290,16 +259,16 @@ def _attach_bounds(group: SpanGroup, batch: BeamBatch, doc_index: int) -> None:
 
 
 def _scored_spans(
-    doc: Doc, key: str, probabilities: dict[tuple[int, int, int], float], threshold: float
+    doc: Doc, key: str, probabilities: dict[tuple[int, int, str], float], threshold: float
 ) -> SpanGroup:
     items = [
         (start, end, label, prob)
         for (start, end, label), prob in probabilities.items()
-        if label != 0 and prob >= threshold
+        if label and prob >= threshold
     ]
     spans = [doc[start:end] for start, end, _, _ in items]
     for span, (_, _, label, _) in zip(spans, items):
-        span.label = label
+        span.label_ = label
     scores = numpy.asarray([prob for _, _, _, prob in items], dtype=numpy.float32)
     return SpanGroup(doc, name=key, spans=spans, attrs={"scores": scores})
 
@@ -311,12 +280,10 @@ def _scored_spans(
         "moves": None,
         "update_with_oracle_cut_size": 100,
         "model": DEFAULT_NER_MODEL,
-        "beam_density": 0.01,
         "beam_update_prob": 0.5,
-        "beam_width": 32,
         "incorrect_spans_key": None,
         "scorer": {"@scorers": "spacy.ner_scorer.v1"},
-        **BEAMNER_DEFAULTS,
+        **CONFIG_SETTINGS,
     },
     default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
 )
@@ -326,44 +293,43 @@ def make_beamner_ner(
     model: Model[Any, Any],
     moves: Any,
     update_with_oracle_cut_size: int,
-    beam_width: int,
-    beam_density: float,
     beam_update_prob: float,
     incorrect_spans_key: str | None,
     scorer: Callable[..., Any] | None,
-    spans_key: str | None,
-    span_threshold: float,
-    fused: bool,
+    # The settings of BeamSettings, listed because spaCy's config system
+    # validates a factory's arguments by its signature.
+    beam_width: int,
+    beam_density: float,
+    normalize: Normalize,
     temperature: float,
-    normalize: str,
-    decode: str,
-    spans_layout: str,
+    decode: Decode,
+    fused: bool,
+    span_threshold: float,
+    spans_key: str | None,
+    spans_layout: SpansLayout,
     spans_allow_overlap: bool,
 ) -> BeamnerEntityRecognizer:
-    """Factory ``beamner_ner``: ``beam_ner``'s settings plus ``spans_key``,
-    ``span_threshold``, ``fused`` (run each search fully natively),
-    ``temperature`` (entity probabilities from ``softmax(score / T)``) and
-    ``decode`` (``doc.ents`` from the ``"best"`` parse, spaCy's choice, or
-    ``"marginal"``: every entity with beam marginal > 0.5). An isotonic
-    calibration fitted by ``beamner calibrate`` lives in the component's cfg
-    (``calibration``) and is saved and loaded with it."""
+    """Factory ``beamner_ner``: ``beam_ner``'s settings plus beamner's
+    (:class:`~beamner.engine.settings.BeamSettings`, where each default and its
+    reason are). An isotonic calibration fitted by ``beamner calibrate`` lives
+    in the component's cfg (``calibration``) and is saved and loaded with it."""
     return BeamnerEntityRecognizer(
         nlp.vocab,
         model,
         name=name,
         moves=moves,
         update_with_oracle_cut_size=update_with_oracle_cut_size,
-        beam_width=beam_width,
-        beam_density=beam_density,
         beam_update_prob=beam_update_prob,
         incorrect_spans_key=incorrect_spans_key,
         scorer=scorer,
-        spans_key=spans_key,
-        span_threshold=span_threshold,
-        fused=fused,
-        temperature=temperature,
+        beam_width=beam_width,
+        beam_density=beam_density,
         normalize=normalize,
+        temperature=temperature,
         decode=decode,
+        fused=fused,
+        span_threshold=span_threshold,
+        spans_key=spans_key,
         spans_layout=spans_layout,
         spans_allow_overlap=spans_allow_overlap,
     )
@@ -372,31 +338,29 @@ def make_beamner_ner(
 def accelerate(nlp: Language, **settings: Any) -> Language:
     """Swap every ``ner``/``beam_ner`` component of ``nlp`` for
     :class:`BeamnerEntityRecognizer` in place, sharing its weights and moves,
-    and return ``nlp``. ``settings`` (``beam_width``, ``beam_density``,
-    ``spans_key``, ``span_threshold``, ``fused``) override the component's.
-    The pipeline then saves with factory ``beamner_ner``."""
-    unknown = set(settings) - {"beam_width", "beam_density", *BEAMNER_DEFAULTS}
-    if unknown:
-        raise TypeError(f"unknown settings for accelerate: {sorted(unknown)}")
-    if "normalize" in settings:
-        check_normalize(settings["normalize"])
+    and return ``nlp``. ``settings`` (cfg keys of
+    :class:`~beamner.engine.settings.BeamSettings`: ``beam_width``,
+    ``beam_density``, ``normalize``, ``spans_key``, ...) override the
+    component's, in its cfg and in the pipeline's config, so ``nlp.to_disk``
+    and ``spacy.load`` serve them. A greedy component's density 0 is not
+    inherited (the default density is used). The pipeline then saves with
+    factory ``beamner_ner``."""
+    BeamSettings.check_cfg_keys(settings)
     found = False
     for i, (name, pipe) in enumerate(nlp._components):
         if isinstance(pipe, BeamnerEntityRecognizer):
-            pipe.cfg.update(settings)
-            if settings:  # saved with the pipeline's config too
-                nlp._pipe_configs[name] = Config({**nlp._pipe_configs[name], **settings})
-            found = True
+            pipe.cfg.update(BeamSettings.from_pipe(pipe, updates=settings).to_cfg())
         elif isinstance(pipe, EntityRecognizer):
-            new = BeamnerEntityRecognizer.from_pipe(pipe, **settings)
-            nlp._components[i] = (name, new)
+            pipe = BeamnerEntityRecognizer.from_pipe(pipe, **settings)
+            nlp._components[i] = (name, pipe)
             nlp._pipe_meta[name] = nlp.get_factory_meta("beamner_ner")
-            config = dict(nlp._pipe_configs[name])
-            config["factory"] = "beamner_ner"
-            for key in ("beam_width", "beam_density", "beam_update_prob", *BEAMNER_DEFAULTS):
-                config[key] = new.cfg[key]
-            nlp._pipe_configs[name] = Config(config)
-            found = True
+        else:
+            continue
+        found = True
+        config = {**nlp._pipe_configs[name], "factory": "beamner_ner"}
+        config["beam_update_prob"] = pipe.cfg["beam_update_prob"]
+        config.update({key: pipe.cfg[key] for key in CONFIG_SETTINGS})
+        nlp._pipe_configs[name] = Config(config)
     if not found:
         raise ValueError(
             "accelerate found no 'ner' or 'beam_ner' component in the pipeline "

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -67,9 +69,36 @@ Normalize = Annotated[
 ]
 
 
-def fail(err: Exception) -> None:
+#: What a command reports as ``error: ...`` and exit status 1 instead of a
+#: traceback: bad input or settings (ValueError, including InputError and
+#: OutputError), files (OSError), a missing extra (ImportError), a native
+#: allocation the machine cannot give (MemoryError).
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, ImportError, MemoryError)
+
+
+def fail(err: BaseException) -> None:
     typer.echo(f"error: {err}", err=True)
     raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """The one ``try``/``fail`` of every command: :data:`USER_ERRORS` become
+    ``error: <message>`` and exit status 1."""
+    try:
+        yield
+    except USER_ERRORS as err:
+        fail(err)
+
+
+Overwrite = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Replace an existing output (a file, or a folder beamner did not write). "
+        "Without it an existing output is refused and left as it is.",
+    ),
+]
 
 
 def echo_json(obj: Any) -> None:

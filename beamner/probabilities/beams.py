@@ -11,28 +11,38 @@ from spacy.tokens import Doc
 
 from beamner._core import BeamBatch
 from beamner.engine.pipes import find_ner
-from beamner.engine.search import beam_search, check_normalize
+from beamner.engine.search import run_search
+from beamner.engine.settings import BeamSettings, Normalize
 from beamner.probabilities.calibration import entity_probabilities, parse_probabilities
-from beamner.probabilities.calibrators import apply_calibration, calibrator_for
+from beamner.probabilities.calibrators import apply_calibration, calibrator_of
 
 __all__ = [
     "BeamDoc",
     "BoundedEntityScores",
     "beam_docs",
     "entity_scores",
-    "pipe_normalize",
+    "named_probabilities",
     "uncertainty_scores",
 ]
 
 EntityKey = tuple[int, int, str]
 
 
-def pipe_normalize(pipe: Any, normalize: str | None = None) -> str:
-    """``normalize`` checked, or (``None``) the component's own ``normalize``
-    setting (``"none"`` for spaCy's components and by default)."""
-    if normalize is None:
-        normalize = str(getattr(pipe, "cfg", {}).get("normalize", "none"))
-    return check_normalize(normalize)
+def named_probabilities(
+    batch: BeamBatch, i: int, strings: Any, settings: BeamSettings, *, calibrate: bool = True
+) -> dict[EntityKey, float]:
+    """Doc ``i``'s entity probabilities with label names: the beam marginals
+    (``settings.temperature`` applied), then the isotonic calibration stored in
+    ``settings`` when it was fitted under this normalization. Label-less
+    (blocked preset) spans are left out."""
+    probs = {
+        (start, end, strings[label]): prob
+        for (start, end, label), prob in entity_probabilities(
+            batch, i, settings.temperature
+        ).items()
+        if label != 0
+    }
+    return apply_calibration(probs, calibrator_of(settings) if calibrate else None)
 
 
 @dataclass
@@ -58,10 +68,10 @@ class BoundedEntityScores:
 def entity_scores(
     nlp_or_pipe: Any,
     docs: Sequence[Doc],
-    beam_width: int = ...,
-    beam_density: float = ...,
+    beam_width: int | None = ...,
+    beam_density: float | None = ...,
     *,
-    normalize: str | None = ...,
+    normalize: Normalize | None = ...,
     bounds: Literal[False] = ...,
 ) -> list[dict[EntityKey, float]]: ...
 
@@ -70,10 +80,10 @@ def entity_scores(
 def entity_scores(
     nlp_or_pipe: Any,
     docs: Sequence[Doc],
-    beam_width: int = ...,
-    beam_density: float = ...,
+    beam_width: int | None = ...,
+    beam_density: float | None = ...,
     *,
-    normalize: str | None = ...,
+    normalize: Normalize | None = ...,
     bounds: Literal[True],
 ) -> list[BoundedEntityScores]: ...
 
@@ -81,10 +91,10 @@ def entity_scores(
 def entity_scores(
     nlp_or_pipe: Any,
     docs: Sequence[Doc],
-    beam_width: int = 16,
-    beam_density: float = 0.0001,
+    beam_width: int | None = None,
+    beam_density: float | None = None,
     *,
-    normalize: str | None = None,
+    normalize: Normalize | None = None,
     bounds: bool = False,
 ) -> list[dict[EntityKey, float]] | list[BoundedEntityScores]:
     """For each doc, ``{(start, end, label): probability}`` summed over the beam's
@@ -94,33 +104,25 @@ def entity_scores(
     beam scores before the softmax; an isotonic ``calibration`` there then maps
     each entity's probability.
 
-    ``normalize``: ``"none"`` (raw scores, spaCy's beam), ``"local"`` (a parse's
-    score is its log-probability under the model), or ``None`` for the
-    component's own setting. ``bounds=True`` (``"local"`` only, else
-    ValueError) returns :class:`BoundedEntityScores` per doc: the
-    probabilities, each entity's interval and the doc's coverage."""
+    ``beam_width``, ``beam_density`` and ``normalize`` default (``None``) to
+    the component's settings (:meth:`BeamSettings.from_pipe` with
+    ``beam=True``: width 16 and density 0.0001 for a greedy component).
+    ``normalize``: ``"none"`` (raw scores, spaCy's beam) or ``"local"`` (a
+    parse's score is its log-probability under the model). ``bounds=True``
+    (``"local"`` only, else ValueError) returns :class:`BoundedEntityScores`
+    per doc: the probabilities, each entity's interval and the doc's coverage."""
     pipe = find_ner(nlp_or_pipe)
-    normalize = pipe_normalize(pipe, normalize)
-    if bounds and normalize != "local":
+    settings = BeamSettings.from_pipe(
+        pipe, beam=True, width=beam_width, density=beam_density, normalize=normalize
+    )
+    if bounds and settings.normalize != "local":
         raise ValueError(
-            f"bounds need normalize='local' (got normalize={normalize!r}): raw beam scores "
-            "are not log-probabilities, so the mass the beam dropped is unknown"
+            f"bounds need normalize='local' (got normalize={settings.normalize!r}): raw beam "
+            "scores are not log-probabilities, so the mass the beam dropped is unknown"
         )
-    batch = beam_search(pipe, docs, beam_width, beam_density, normalize=normalize)
+    batch = run_search(pipe, docs, settings)
     strings = pipe.vocab.strings
-    cfg = getattr(pipe, "cfg", {})
-    temperature = float(cfg.get("temperature", 1.0))
-    calibrator = calibrator_for(cfg, normalize)
-    scores = [
-        apply_calibration(
-            {
-                (start, end, strings[label]): prob
-                for (start, end, label), prob in entity_probabilities(batch, i, temperature).items()
-            },
-            calibrator,
-        )
-        for i in range(len(docs))
-    ]
+    scores = [named_probabilities(batch, i, strings, settings) for i in range(len(docs))]
     if not bounds:
         return scores
     return [
@@ -158,37 +160,22 @@ class BeamDoc:
 
 
 def beam_docs(
-    pipe: Any,
-    docs: Sequence[Doc],
-    width: int,
-    density: float,
-    temperature: float = 1.0,
-    *,
-    calibrate: bool = True,
-    normalize: str | None = None,
+    pipe: Any, docs: Sequence[Doc], settings: BeamSettings, *, calibrate: bool = True
 ) -> list[BeamDoc]:
-    """Run the beam over ``docs`` (already through the pipes before the NER);
-    ``normalize`` as in :func:`entity_scores` (``None``: the component's)."""
-    normalize = pipe_normalize(pipe, normalize)
-    batch: BeamBatch = beam_search(pipe, docs, width, density, normalize=normalize)
+    """Run the beam over ``docs`` (already through the pipes before the NER)
+    with ``settings`` (width, density, normalization, temperature and the
+    calibration applied unless ``calibrate=False``)."""
+    batch: BeamBatch = run_search(pipe, docs, settings)
     strings = pipe.vocab.strings
-    calibrator = calibrator_for(getattr(pipe, "cfg", {}), normalize) if calibrate else None
     out = []
     for i, doc in enumerate(docs):
         parses = batch.parses(i)
         scores = [p.score for p in parses]
-        probs = parse_probabilities(scores, temperature).tolist()
+        probs = parse_probabilities(scores, settings.temperature).tolist()
         ents = [[(s, e, strings[lab]) for s, e, lab in p.entities if lab != 0] for p in parses]
-        ent_probs = apply_calibration(
-            {
-                (s, e, strings[lab]): prob
-                for (s, e, lab), prob in entity_probabilities(batch, i, temperature).items()
-                if lab != 0
-            },
-            calibrator,
-        )
+        ent_probs = named_probabilities(batch, i, strings, settings, calibrate=calibrate)
         beam = BeamDoc(doc, scores, probs, ents, ent_probs)
-        if normalize == "local":
+        if settings.normalize == "local":
             beam.coverage = batch.coverage(i)
             beam.bounds = _bounds(batch, i, strings, labelled_only=True)
         out.append(beam)

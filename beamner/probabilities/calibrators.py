@@ -29,6 +29,8 @@ import numpy
 import srsly
 from numpy.typing import NDArray
 
+from beamner.engine.settings import BeamSettings
+
 __all__ = [
     "CALIBRATION_METHODS",
     "IsotonicCalibrator",
@@ -36,6 +38,7 @@ __all__ = [
     "apply_calibration",
     "calibrator_for",
     "calibrator_from_cfg",
+    "calibrator_of",
     "fit_isotonic",
 ]
 
@@ -139,14 +142,16 @@ def calibrator_from_cfg(cfg: Mapping[str, Any]) -> IsotonicCalibrator | None:
     return IsotonicCalibrator.from_dict(obj)
 
 
+def calibrator_of(settings: BeamSettings) -> IsotonicCalibrator | None:
+    """The calibrator stored in ``settings`` if it was fitted on beams of their
+    normalization (:meth:`BeamSettings.fitted_calibration`), else None."""
+    obj = settings.fitted_calibration()
+    return None if obj is None else IsotonicCalibrator.from_dict(obj)
+
+
 def calibrator_for(cfg: Mapping[str, Any], normalize: str) -> IsotonicCalibrator | None:
-    """The component's calibrator if it was fitted on beams of this
-    normalization (a map fitted on ``"local"`` probabilities means nothing for
-    ``"none"`` ones), else None."""
-    obj = cfg.get("calibration")
-    if not obj or str(obj.get("normalize", "none")) != normalize:
-        return None
-    return calibrator_from_cfg(cfg)
+    """:func:`calibrator_of` the settings in a component's cfg, read under ``normalize``."""
+    return calibrator_of(BeamSettings.from_cfg(cfg, normalize=normalize))
 
 
 def apply_calibration(

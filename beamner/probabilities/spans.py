@@ -42,11 +42,12 @@ from numpy.typing import NDArray
 from spacy.tokens import Doc, Span, SpanGroup
 
 from beamner._core import BeamBatch
-from beamner.engine.model import StepScorer, precompute
 from beamner.engine.pipes import find_ner
-from beamner.engine.search import beam_search
-from beamner.engine.spacy_inputs import doc_batch, transition_system
+from beamner.engine.search import constrained_batch, run_batch, run_search
+from beamner.engine.settings import BeamSettings, Normalize
+from beamner.engine.spacy_inputs import transition_system
 from beamner.probabilities.calibration import entity_probabilities, parse_probabilities
+from beamner.probabilities.calibrators import IsotonicCalibrator, calibrator_of
 
 __all__ = [
     "NO_ENTITY",
@@ -113,9 +114,9 @@ class SpanDistributions:
 def span_distributions(
     nlp_or_pipe: Any,
     docs: Sequence[Doc],
-    beam_width: int = 16,
-    beam_density: float = 0.0001,
-    normalize: str | None = None,
+    beam_width: int | None = None,
+    beam_density: float | None = None,
+    normalize: Normalize | None = None,
     spans: Sequence[SpanList] | SpanList | None = None,
     *,
     calibrate: bool = True,
@@ -124,7 +125,8 @@ def span_distributions(
     (module docstring). Takes a pipeline or its NER pipe; docs must have run
     through the pipes before the NER.
 
-    ``normalize`` defaults to the pipe's (``"none"`` when it has none).
+    ``beam_width``, ``beam_density`` and ``normalize`` default (``None``) to
+    the component's (:meth:`BeamSettings.from_pipe` with ``beam=True``).
     ``spans``: one list of ``(start, end)`` per doc (or, with a single doc,
     that doc's list) to score with the constrained estimator instead of the
     beam's own candidates; rows then follow the requested order.
@@ -134,20 +136,19 @@ def span_distributions(
     rescaled to 1)."""
     pipe = find_ner(nlp_or_pipe)
     docs = list(docs)
-    cfg = getattr(pipe, "cfg", {})
-    norm = str(cfg.get("normalize", "none")) if normalize is None else normalize
+    settings = BeamSettings.from_pipe(
+        pipe, beam=True, width=beam_width, density=beam_density, normalize=normalize
+    )
     labels = tuple(str(label) for label in pipe.labels)
-    temperature = float(cfg.get("temperature", 1.0))
     if spans is None:
-        batch = _search(pipe, docs, beam_width, beam_density, norm)
+        batch = run_search(pipe, docs, settings)
         out = [
-            distributions_from_batch(batch, i, doc, labels, temperature)
+            distributions_from_batch(batch, i, doc, labels, settings.temperature)
             for i, doc in enumerate(docs)
         ]
     else:
-        requests = _span_requests(docs, spans)
-        out = _constrained(pipe, docs, requests, labels, beam_width, beam_density, norm)
-    calibrator = _calibrator(cfg, norm) if calibrate else None
+        out = _constrained(pipe, docs, _span_requests(docs, spans), labels, settings)
+    calibrator = calibrator_of(settings) if calibrate else None
     if calibrator is not None:
         for dist in out:
             _apply_calibrator(dist, calibrator)
@@ -188,23 +189,19 @@ def span_group(
     return group
 
 
-def singlelabel_group(pipe: Any, doc: Doc, batch: BeamBatch, i: int, key: str) -> SpanGroup:
+def singlelabel_group(
+    pipe: Any, doc: Doc, batch: BeamBatch, i: int, key: str, settings: BeamSettings
+) -> SpanGroup:
     """What ``beamner_ner`` writes to ``doc.spans[key]`` with
     ``spans_layout="singlelabel"``: :func:`span_group` of the doc's beam
-    distributions (the pipe's temperature and calibration applied), overlapping
-    or not as its ``spans_allow_overlap`` says."""
-    cfg = getattr(pipe, "cfg", {})
+    distributions (the settings' temperature and calibration applied),
+    overlapping or not as ``settings.spans_allow_overlap`` says."""
     labels = tuple(str(label) for label in pipe.labels)
-    dist = distributions_from_batch(batch, i, doc, labels, float(cfg.get("temperature", 1.0)))
-    calibrator = _calibrator(cfg, str(cfg.get("normalize", "none")))
+    dist = distributions_from_batch(batch, i, doc, labels, settings.temperature)
+    calibrator = calibrator_of(settings)
     if calibrator is not None:
         _apply_calibrator(dist, calibrator)
-    return span_group(dist, key, allow_overlap=bool(cfg.get("spans_allow_overlap", True)))
-
-
-def _search(pipe: Any, docs: list[Doc], width: int, density: float, normalize: str) -> BeamBatch:
-    fused = bool(getattr(pipe, "cfg", {}).get("fused", True))
-    return beam_search(pipe, docs, width, density, fused=fused, normalize=normalize)
+    return span_group(dist, key, allow_overlap=settings.spans_allow_overlap)
 
 
 def distributions_from_batch(
@@ -289,27 +286,6 @@ def _span_requests(
 Job = tuple[int, tuple[int, int]]  # (doc index, requested span)
 
 
-def constrained_batch(
-    system: Any,
-    docs: Sequence[Doc],
-    requests: Sequence[Sequence[tuple[int, int]]],
-    width: int,
-    density: float,
-    normalize: str = "none",
-) -> tuple[BeamBatch, list[Job]]:
-    """An unstarted batch of two copies of the doc per requested span, the
-    first with the span forced (copy ``2k``), the second with it forbidden
-    (``2k + 1``), and the jobs ``k`` in order. Run it with any scorer (the
-    copies' context tokens carry batch offsets over the copies)."""
-    jobs = [(d, (int(s), int(e))) for d, requested in enumerate(requests) for s, e in requested]
-    copies = [docs[d] for d, _ in jobs for _ in (0, 1)]
-    batch = BeamBatch(system, doc_batch(copies), width, density, normalize=normalize)
-    for k, (_, span) in enumerate(jobs):
-        batch.constrain(2 * k, forced=[span])
-        batch.constrain(2 * k + 1, forbidden=[span])
-    return batch, jobs
-
-
 def constrained_from_batch(
     batch: BeamBatch,
     docs: Sequence[Doc],
@@ -363,61 +339,29 @@ def _constrained(
     docs: list[Doc],
     requests: list[list[tuple[int, int]]],
     labels: tuple[str, ...],
-    width: int,
-    density: float,
-    normalize: str,
+    settings: BeamSettings,
 ) -> list[SpanDistributions]:
     """Two constrained beams per requested span (forced, forbidden), all in one
     native batch over copies of the docs that share one tok2vec pass."""
     pipe._ensure_labels_are_added(docs)
     system = transition_system(pipe.moves)
-    batch, jobs = constrained_batch(system, docs, requests, width, density, normalize)
+    batch, jobs = constrained_batch(
+        system, docs, requests, settings.width, settings.density, settings.normalize
+    )
     if jobs:
-        _run(pipe, docs, [d for d, _ in jobs for _ in (0, 1)], batch)
-    temperature = float(getattr(pipe, "cfg", {}).get("temperature", 1.0))
-    return constrained_from_batch(batch, docs, jobs, labels, temperature)
+        copy_of = [d for d, _ in jobs for _ in (0, 1)]
+        run_batch(pipe, docs, batch, fused=settings.fused, copy_of=copy_of)
+    return constrained_from_batch(batch, docs, jobs, labels, settings.temperature)
 
 
 def _log_mass(scores: Sequence[float], temperature: float) -> float:
     """``log sum exp(score / T)`` of a final beam, ``-inf`` for an empty one."""
     if not scores:
         return float("-inf")
-    s = numpy.asarray(scores, dtype=numpy.float64) / temperature
-    top = float(s.max())
-    return top + float(numpy.log(numpy.exp(s - top).sum()))
+    return float(numpy.logaddexp.reduce(numpy.asarray(scores, dtype=numpy.float64) / temperature))
 
 
-def _run(pipe: Any, docs: list[Doc], copy_of: list[int], batch: BeamBatch) -> None:
-    """Score the batch of doc copies with one tok2vec pass over the originals."""
-    if batch.is_done:
-        return
-    if bool(getattr(pipe, "cfg", {}).get("fused", True)):
-        layers = precompute(pipe, docs)
-        starts = numpy.cumsum([0] + [len(doc) for doc in docs])
-        rows = [numpy.zeros(1, dtype=numpy.int64)]  # the padding row
-        rows += [numpy.arange(starts[d], starts[d + 1]) + 1 for d in copy_of]
-        features = numpy.ascontiguousarray(layers.features[numpy.concatenate(rows)])
-        batch.run_precomputed(
-            features, layers.lower_bias, layers.upper_W, layers.upper_b, layers.class_mask
-        )
-        return
-    scorer = StepScorer(pipe, [docs[d] for d in copy_of])
-    try:
-        while batch.n_unfinished:
-            batch.advance(scorer(batch.context_tokens()))
-    finally:
-        scorer.close()
-
-
-def _calibrator(cfg: Any, normalize: str) -> Any:
-    try:
-        from beamner.probabilities.calibrators import calibrator_for
-    except ImportError:  # calibration not available in this build
-        return None
-    return calibrator_for(cfg, normalize)
-
-
-def _apply_calibrator(dist: SpanDistributions, calibrator: Any) -> None:
+def _apply_calibrator(dist: SpanDistributions, calibrator: IsotonicCalibrator) -> None:
     n, n_labels = dist.probabilities.shape[0], len(dist.labels)
     if n == 0:
         return

@@ -42,7 +42,8 @@ import hashlib
 import json
 import os
 import random
-from collections.abc import Iterable, Iterator, Sequence
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -51,10 +52,20 @@ from spacy.language import Language
 from spacy.tokens import Doc
 
 from beamner.engine.pipes import find_ner, upstream_disabled
-from beamner.io.records import Record, read_records, span_json
+from beamner.engine.settings import BeamSettings
+from beamner.io.records import (
+    InputError,
+    Record,
+    _format_of,
+    _open_binary,
+    _parse_line,
+    read_records,
+    span_json,
+)
 from beamner.probabilities.beams import beam_docs
 
 __all__ = [
+    "BAD_LINES_KEPT",
     "ORDERS",
     "Source",
     "TaskStream",
@@ -68,6 +79,9 @@ __all__ = [
 
 #: Orders a :class:`TaskStream` can serve tasks in.
 ORDERS = ("uncertainty", "random")
+
+#: Bad source lines a :class:`TaskStream` keeps (line, reason) for display; all are counted.
+BAD_LINES_KEPT = 10
 
 #: What a task stream reads: a records file (see :func:`beamner.io.records.read_records`),
 #: or an iterable of texts, :class:`~beamner.io.records.Record` objects or dicts with ``"text"``.
@@ -96,10 +110,24 @@ def uncertainty(p: float) -> float:
     return 1.0 - abs(2.0 * p - 1.0)
 
 
-def records_from(source: Source, fmt: str = "auto") -> Iterator[Record]:
-    """Records of a file (``read_records``) or of an iterable of texts, Records or dicts."""
+#: Called with (line number, reason) for each source line a stream skips.
+OnBad = Callable[[int, str], None]
+
+
+def records_from(
+    source: Source, fmt: str = "auto", on_bad: OnBad | None = None
+) -> Iterator[Record]:
+    """Records of a file (as ``read_records``) or of an iterable of texts, Records or dicts.
+
+    A bad line or item raises (:class:`~beamner.io.records.InputError` naming the
+    line, or ``ValueError``); with ``on_bad``, it is skipped instead and
+    ``on_bad(line, reason)`` called, and the records after it are read on.
+    """
     if isinstance(source, (str, os.PathLike)):
-        yield from read_records(source, fmt)
+        if on_bad is None or _format_of(source, fmt) == "spacy":
+            yield from read_records(source, fmt)
+            return
+        yield from _lines_skipping_bad(source, _format_of(source, fmt), on_bad)
         return
     for i, item in enumerate(source, start=1):
         if isinstance(item, Record):
@@ -110,10 +138,27 @@ def records_from(source: Source, fmt: str = "auto") -> Iterator[Record]:
             extra = {k: v for k, v in item.items() if k != "text"}
             yield Record(i, item["text"], extra)
         else:
-            raise ValueError(
-                f"task source item {i}: expected a text, a Record or a dict with a 'text' string, "
+            reason = (
+                f"expected a text, a Record or a dict with a 'text' string, "
                 f"got {type(item).__name__}"
             )
+            if on_bad is None:
+                raise ValueError(f"task source item {i}: {reason}")
+            on_bad(i, reason)
+
+
+def _lines_skipping_bad(path: str | os.PathLike[str], fmt: str, on_bad: OnBad) -> Iterator[Record]:
+    # read_records(skip_invalid=True) reports line numbers only; the page shows reasons too.
+    f = _open_binary(path)
+    try:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                yield _parse_line(raw, fmt, lineno)
+            except InputError as err:
+                on_bad(lineno, str(err).split(": ", 1)[-1])
+    finally:
+        if f is not sys.stdin.buffer:
+            f.close()
 
 
 def make_task(
@@ -211,6 +256,12 @@ class TaskStream:
     when it is read: re-scoring does not add new ones.
     Task hashes passed to :meth:`skip` (e.g. answered in an earlier session)
     and tasks already served are never served again.
+
+    A bad source line (not UTF-8, not JSON, no ``"text"`` string) is skipped
+    and counted (:attr:`n_bad_lines`; the first :data:`BAD_LINES_KEPT` with
+    their reasons in :attr:`bad_lines`), and the lines after it are read on:
+    one broken line must not end a long annotation session. With
+    ``skip_bad_lines=False`` it raises instead, naming the line.
     """
 
     def __init__(
@@ -229,6 +280,7 @@ class TaskStream:
         fmt: str = "auto",
         normalize: str | None = None,
         score_lock: AbstractContextManager[Any] | None = None,
+        skip_bad_lines: bool = True,
     ) -> None:
         if order not in ORDERS:
             raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
@@ -254,7 +306,10 @@ class TaskStream:
         self.threshold = threshold
         self.normalize = normalize
         self.rng = random.Random(seed)
-        self._records = records_from(source, fmt)
+        #: Bad source lines skipped, and the first BAD_LINES_KEPT of them: (line, reason).
+        self.n_bad_lines = 0
+        self.bad_lines: list[tuple[int, str]] = []
+        self._records = records_from(source, fmt, self._bad_line if skip_bad_lines else None)
         self._exhausted = False
         self._disabled = upstream_disabled(nlp)
         self._pool: list[_PooledDoc] = []
@@ -325,6 +380,11 @@ class TaskStream:
 
     # -- internals --------------------------------------------------------------------------
 
+    def _bad_line(self, line: int, reason: str) -> None:
+        self.n_bad_lines += 1
+        if len(self.bad_lines) < BAD_LINES_KEPT:
+            self.bad_lines.append((line, reason))
+
     def _n_buffered(self) -> int:
         return sum(len(p.candidates) for p in self._pool)
 
@@ -358,16 +418,16 @@ class TaskStream:
         for p in pooled:
             p.candidates = {}
         if nonempty:
-            temperature = float(self.pipe.cfg.get("temperature", 1.0))
+            # Read each time: an update or calibration may change the pipe's cfg.
+            settings = BeamSettings.from_pipe(
+                self.pipe,
+                beam=True,
+                width=self.beam_width,
+                density=self.beam_density,
+                normalize=self.normalize,
+            )
             with self._score_lock:
-                beams = beam_docs(
-                    self.pipe,
-                    [p.doc for p in nonempty],
-                    self.beam_width,
-                    self.beam_density,
-                    temperature,
-                    normalize=self.normalize,
-                )
+                beams = beam_docs(self.pipe, [p.doc for p in nonempty], settings)
             for p, beam in zip(nonempty, beams):
                 preset = preset_tokens(p.doc)
                 if rescore:
