@@ -8,6 +8,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "check.hpp"
+
 namespace beamner {
 namespace {
 
@@ -33,18 +35,17 @@ BeamUpdate::BeamUpdate(const TransitionSystem& system, const DocBatch& docs,
       gold_(system, docs, BeamOptions{width, 0.0f, true, false}, std::move(golds)),
       violations_(static_cast<std::size_t>(docs.n_docs())),
       finished_(static_cast<std::size_t>(docs.n_docs()), false) {
-  if (pred_.golds_.empty() && docs.n_docs() > 0) {
-    throw std::invalid_argument("a beam update needs one gold per document");
-  }
+  BEAMNER_THROW_IF(!pred_.has_golds() && docs.n_docs() > 0, std::invalid_argument,
+                   "a beam update needs one gold per document");
 }
 
 bool BeamUpdate::same_history(Side a, std::int32_t node_a, Side b, std::int32_t node_b,
                               int doc) const {
-  const auto& ha = beam(a).beams_[static_cast<std::size_t>(doc)].history;
-  const auto& hb = beam(b).beams_[static_cast<std::size_t>(doc)].history;
+  const History& ha = beam(a).beam(doc).history();
+  const History& hb = beam(b).beam(doc).history();
   while (node_a >= 0 && node_b >= 0) {
-    const auto& x = ha[static_cast<std::size_t>(node_a)];
-    const auto& y = hb[static_cast<std::size_t>(node_b)];
+    const HistoryNode& x = ha[node_a];
+    const HistoryNode& y = hb[node_b];
     if (x.hash != y.hash || x.clas != y.clas) return false;
     node_a = x.parent;
     node_b = y.parent;
@@ -60,17 +61,17 @@ std::int64_t BeamUpdate::prepare_step() {
   pred_rows_.clear();
   gold_rows_.clear();
   std::int64_t n_rows = 0;
-  const auto add_row = [&](const BeamBatch& b, int doc, const BeamBatch::Slot& slot) {
+  const auto add_row = [&](const BeamBatch& b, int doc, const Beam<State>::Slot& slot) {
     std::int32_t ids[kNumContextFeatures];
-    slot.state.context_tokens(ids, b.docs_.offset(doc));
+    slot.state.context_tokens(ids, b.docs().offset(doc));
     context_.insert(context_.end(), ids, ids + kNumContextFeatures);
     return n_rows++;
   };
   for (int d = 0; d < pred_.n_docs(); ++d) {
-    const auto& pbeam = pred_.beams_[static_cast<std::size_t>(d)];
-    const auto& gbeam = gold_.beams_[static_cast<std::size_t>(d)];
+    const Beam<State>& pbeam = pred_.beam(d);
+    const Beam<State>& gbeam = gold_.beam(d);
     if (!pred_.is_done()) {
-      for (const auto& slot : pbeam.slots) {
+      for (const auto& slot : pbeam.slots()) {
         if (slot.done) continue;
         const std::int64_t row = add_row(pred_, d, slot);
         pred_rows_.push_back(row);
@@ -78,12 +79,11 @@ std::int64_t BeamUpdate::prepare_step() {
       }
     }
     if (!gold_.is_done()) {
-      for (const auto& slot : gbeam.slots) {
+      for (const auto& slot : gbeam.slots()) {
         if (slot.done) continue;
         std::int64_t row = -1;
         for (const NodeRow& p : step.pred[static_cast<std::size_t>(d)]) {
-          const auto& pslot_hash =
-              p.node < 0 ? 0 : pbeam.history[static_cast<std::size_t>(p.node)].hash;
+          const std::uint64_t pslot_hash = p.node < 0 ? 0 : pbeam.history()[p.node].hash;
           if (pslot_hash == slot.hash && same_history(kPred, p.node, kGold, slot.node, d)) {
             row = p.row;
             break;
@@ -105,12 +105,10 @@ void BeamUpdate::context_tokens(std::int32_t* out) const {
 }
 
 void BeamUpdate::advance(const float* scores, std::int64_t n_rows, std::int64_t n_cols) {
-  if (steps_.empty() || n_rows != steps_.back().n_rows || n_cols != pred_.n_actions()) {
-    throw std::invalid_argument(
-        "scores must have shape (" + std::to_string(steps_.empty() ? 0 : steps_.back().n_rows) +
-        ", " + std::to_string(pred_.n_actions()) + ") for the prepared rows, got (" +
-        std::to_string(n_rows) + ", " + std::to_string(n_cols) + ")");
-  }
+  BEAMNER_THROW_IF(steps_.empty() || n_rows != steps_.back().n_rows || n_cols != pred_.n_actions(),
+                   std::invalid_argument, "scores must have shape (",
+                   steps_.empty() ? std::int64_t{0} : steps_.back().n_rows, ", ", pred_.n_actions(),
+                   ") for the prepared rows, got (", n_rows, ", ", n_cols, ")");
   const auto gather = [&](const std::vector<std::int64_t>& rows) {
     gathered_.resize(rows.size() * static_cast<std::size_t>(n_cols));
     for (std::size_t r = 0; r < rows.size(); ++r) {
@@ -130,30 +128,29 @@ void BeamUpdate::advance(const float* scores, std::int64_t n_rows, std::int64_t 
   for (int d = 0; d < pred_.n_docs(); ++d) {
     if (finished_[static_cast<std::size_t>(d)]) continue;
     check_crf(d);
-    if (pred_.beams_[static_cast<std::size_t>(d)].done &&
-        gold_.beams_[static_cast<std::size_t>(d)].done) {
+    if (pred_.beam(d).is_done() && gold_.beam(d).is_done()) {
       finished_[static_cast<std::size_t>(d)] = true;
     }
   }
 }
 
 void BeamUpdate::check_crf(int doc) {
-  const auto& pbeam = pred_.beams_[static_cast<std::size_t>(doc)];
-  const auto& gbeam = gold_.beams_[static_cast<std::size_t>(doc)];
+  const auto& pbeam = pred_.beam(doc).slots();
+  const auto& gbeam = gold_.beam(doc).slots();
   Violation& v = violations_[static_cast<std::size_t>(doc)];
-  const float pred_loss = pbeam.slots[0].loss;
-  const double d = static_cast<double>(pbeam.slots[0].score) - gbeam.slots[0].score;
+  const float pred_loss = pbeam[0].loss;
+  const double d = static_cast<double>(pbeam[0].score) - gbeam[0].score;
   if (!(pred_loss > 0.0f && (v.cost == 0.0f || d > static_cast<double>(v.delta)))) return;
   std::vector<Ref> p_hist, g_hist;
   std::vector<double> p_scores, g_scores;
-  for (const auto& slot : pbeam.slots) {
+  for (const auto& slot : pbeam) {
     if (slot.loss > 0.0f) {
       p_scores.push_back(slot.score);
       p_hist.push_back({kPred, slot.node});
     } else {
       // A gold analysis the predicted beam found on its own (non-monotonic moves).
       bool seen = false;
-      for (const auto& g : gbeam.slots) {
+      for (const auto& g : gbeam) {
         if (g.hash == slot.hash && same_history(kPred, slot.node, kGold, g.node, doc)) {
           seen = true;
           break;
@@ -165,7 +162,7 @@ void BeamUpdate::check_crf(int doc) {
       }
     }
   }
-  for (const auto& slot : gbeam.slots) {
+  for (const auto& slot : gbeam) {
     if (slot.loss == 0.0f) {
       g_scores.push_back(slot.score);
       g_hist.push_back({kGold, slot.node});
@@ -195,10 +192,9 @@ int BeamUpdate::n_gradient_steps() const {
     for (std::size_t h = 0; h < v.histories.size(); ++h) {
       if (v.d_loss[h] == 0.0) continue;
       const Ref& ref = v.histories[h];
-      const auto& beam_of = beam(ref.side).beams_[d];
+      const History& history = beam(ref.side).beam(static_cast<int>(d)).history();
       int length = 0;
-      for (std::int32_t node = ref.node; node >= 0;
-           node = beam_of.history[static_cast<std::size_t>(node)].parent) {
+      for (std::int32_t node = ref.node; node >= 0; node = history[node].parent) {
         ++length;
       }
       n = std::max(n, length);
@@ -208,10 +204,8 @@ int BeamUpdate::n_gradient_steps() const {
 }
 
 std::int64_t BeamUpdate::n_rows(int step) const {
-  if (step < 0 || step >= static_cast<int>(steps_.size())) {
-    throw std::out_of_range("step " + std::to_string(step) + " out of range for " +
-                            std::to_string(steps_.size()) + " steps");
-  }
+  BEAMNER_THROW_IF(step < 0 || step >= static_cast<int>(steps_.size()), std::out_of_range, "step ",
+                   step, " out of range for ", steps_.size(), " steps");
   return steps_[static_cast<std::size_t>(step)].n_rows;
 }
 
@@ -248,9 +242,8 @@ void BeamUpdate::gradient(int step, float* out) const {
     std::vector<std::vector<std::int32_t>> chains(v.histories.size());
     int nr_steps = 0;
     for (std::size_t h = 0; h < v.histories.size(); ++h) {
-      const auto& beam_of = beam(v.histories[h].side).beams_[d];
-      for (std::int32_t node = v.histories[h].node; node >= 0;
-           node = beam_of.history[static_cast<std::size_t>(node)].parent) {
+      const History& history = beam(v.histories[h].side).beam(static_cast<int>(d)).history();
+      for (std::int32_t node = v.histories[h].node; node >= 0; node = history[node].parent) {
         chains[h].push_back(node);
       }
       std::reverse(chains[h].begin(), chains[h].end());
@@ -266,9 +259,8 @@ void BeamUpdate::gradient(int step, float* out) const {
       const Side side = v.histories[h].side;
       const std::int32_t prefix = step == 0 ? -1 : chains[h][static_cast<std::size_t>(step - 1)];
       const std::int64_t row = row_of(step, static_cast<int>(d), side, prefix);
-      const auto& beam_of = beam(side).beams_[d];
-      const std::int32_t clas =
-          beam_of.history[static_cast<std::size_t>(chains[h][static_cast<std::size_t>(step)])].clas;
+      const History& history = beam(side).beam(static_cast<int>(d)).history();
+      const std::int32_t clas = history[chains[h][static_cast<std::size_t>(step)]].clas;
       // numpy: float32 cell += Python float -> float32 arithmetic (NEP 50).
       float& cell = out[row * n_class + clas];
       cell = cell + static_cast<float>(loss);

@@ -1,7 +1,8 @@
-// Beam search over many documents at once, with thinc's Beam semantics as
-// spaCy's BeamBatch drives it (thinc/extra/search.pyx): density clipping,
-// the path-average bonus for finished states, float32 score accumulation,
-// and the same ordering and tie-breaking.
+// Beam search over many documents at once, as spaCy's BeamBatch drives
+// thinc's Beam (spacy/pipeline/_parser_internals/_beam_utils.pyx): one
+// k-best beam per document (kbest_beam.hpp, thinc's semantics), the BILUO
+// transition system's validity and oracle costs, and the step transforms
+// (normalization.hpp, span_constraints.hpp) between them.
 #pragma once
 
 #include <cstdint>
@@ -10,27 +11,16 @@
 #include <vector>
 
 #include "beamner/doc.hpp"
+#include "beamner/kbest_beam.hpp"
+#include "beamner/normalization.hpp"
 #include "beamner/scorer.hpp"
+#include "beamner/span_constraints.hpp"
 #include "beamner/state.hpp"
+#include "beamner/step.hpp"
 #include "beamner/transition_system.hpp"
 #include "beamner/types.hpp"
 
 namespace beamner {
-
-/// What the beam adds up as a step's scores.
-enum class Normalize : std::uint8_t {
-  /// The model's raw scores, as thinc's beam adds them (spaCy's behaviour).
-  kNone = 0,
-  /// Each state's scores as a log-softmax over its valid actions (double
-  /// log-sum-exp, then float32), so a parse's score is the model's sequence
-  /// log-probability. Density, ordering and tie-breaking work on these.
-  kLocal = 1,
-};
-
-/// "none" or "local".
-const char* normalize_name(Normalize normalize);
-/// Parses "none" / "local"; throws std::invalid_argument naming the choices.
-Normalize parse_normalize(const std::string& name);
 
 struct BeamOptions {
   /// Beam width k (>= 1).
@@ -58,14 +48,6 @@ struct EntityBounds {
   double probability = 0.0;  ///< Summed softmax probabilities of the parses holding it.
   double lower = 0.0;
   double upper = 0.0;
-};
-
-/// A span constraint on one document's parses: every parse labels
-/// [start, end) as an entity, with some label (`forced`), or none does.
-struct SpanConstraint {
-  std::int32_t start = 0;
-  std::int32_t end = 0;
-  bool forced = true;
 };
 
 /// One finished parse of a document.
@@ -140,62 +122,45 @@ class BeamBatch {
   /// Throws std::invalid_argument under Normalize::kNone.
   std::vector<EntityBounds> entity_bounds(int doc) const;
 
- private:
-  struct Slot {
-    State state;
-    float score = 0.0f;
-    float loss = 0.0f;
-    bool done = false;
-    std::int32_t node = -1;  ///< Last history node, -1 before the first action.
-    std::uint64_t hash = 0;  ///< History hash (0 for the empty history).
-  };
-  struct HistoryNode {
-    std::int32_t parent;
-    std::int32_t clas;
-    std::uint64_t hash;  ///< Of the whole history up to this node.
-  };
-  struct DocBeam {
-    std::vector<Slot> slots;
-    std::vector<Slot> next;
-    std::vector<HistoryNode> history;
-    std::size_t compact_at = 0;  ///< Compact the history when it reaches this size.
-    int t = 0;
-    bool done = false;
-    bool infeasible = false;  ///< Its span constraints left no parse.
-  };
-  struct Candidate {
-    float score;
-    std::uint64_t id;  ///< slot * n_actions + class, as thinc's queue entries.
-  };
+  /// Document `doc`'s k-best beam (read-only: training reads the slots and
+  /// histories). Throws std::out_of_range for a bad document.
+  const Beam<State>& beam(int doc) const;
+  /// Whether the batch was built with golds (then slots carry losses).
+  bool has_golds() const { return !golds_.empty(); }
 
+ private:
+  /// Calls f(doc, slot, row) for every unfinished slot of the unfinished
+  /// documents, in the order of `advance`'s score rows.
+  template <typename F>
+  void for_each_row(F&& f) const;
   void check_doc(int doc) const;
   void require_normalized(const char* what) const;
   /// Validity (and costs, when `costs` is not null) of the unfinished states' rows.
   void compute_valid(std::uint8_t* valid, float* costs) const;
-  void expand(int doc, const float* rows, const std::uint8_t* valid, const float* costs);
-  /// Masks out of `valid` (the unfinished states' rows) what the span constraints forbid.
-  void apply_constraints(std::uint8_t* valid) const;
-  bool meets(const State& state, const TokenInfo* tokens, int clas, const SpanConstraint& c) const;
-  bool is_constrained(int doc) const;
-  std::vector<std::int32_t> history_of(const DocBeam& beam, std::int32_t node) const;
-  void compact_history(DocBeam& beam);
-
-  friend class BeamUpdate;  // training reads the beams' slots and histories
+  /// Masks out of `valid` (the unfinished states' rows) what the span
+  /// constraints forbid; `rows` is scratch.
+  void apply_constraints(std::uint8_t* valid, std::vector<StepRow>& rows) const;
+  /// Before a step changes anything: whether document `doc` (its rows from
+  /// `row` on) keeps a candidate; throws for a score that would overflow.
+  bool check_step(int doc, const float* scores, const std::uint8_t* valid, std::size_t& row) const;
+  /// Entities of the parses, each with its parse's index, in entity order
+  /// (stable: each entity's parses in beam order).
+  static std::vector<std::pair<Entity, std::size_t>> sorted_entities(
+      const std::vector<Parse>& parses);
 
   TransitionSystem system_;
   DocBatch docs_;
   BeamOptions options_;
+  KBestOptions kbest_;
   std::vector<Gold> golds_;
-  std::vector<DocBeam> beams_;
-  std::vector<Candidate> candidates_;
-  std::vector<double> exps_;  ///< exp(score - max) of each candidate (density clipping).
+  std::vector<Beam<State>> beams_;
+  BeamScratch scratch_;
   std::vector<std::uint8_t> valid_;
   std::vector<float> costs_;
-  std::vector<float> normalized_;  ///< Log-softmaxed step scores (kLocal).
-  std::vector<float> softmax_scratch_;
-  std::vector<std::int64_t> row_of_slot_;
-  std::vector<std::int32_t> new_index_;
-  std::vector<std::vector<SpanConstraint>> constraints_;  ///< Per document; empty: none at all.
+  LocalNormalization normalization_;
+  SpanConstraints constraints_;
+  std::vector<StepRow> rows_;                 ///< The step's rows, for the span constraints.
+  std::vector<std::uint8_t> infeasible_;      ///< Per document: its constraints left no parse.
   std::vector<std::uint8_t> infeasible_now_;  ///< Constrained documents left without a move.
   int steps_ = 0;
 };

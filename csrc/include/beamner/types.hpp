@@ -34,6 +34,12 @@ struct Entity {
   friend bool operator==(const Entity& a, const Entity& b) {
     return a.start == b.start && a.end == b.end && a.label == b.label;
   }
+  /// By start, then end, then label: the order entity listings are merged in.
+  friend bool operator<(const Entity& a, const Entity& b) {
+    if (a.start != b.start) return a.start < b.start;
+    if (a.end != b.end) return a.end < b.end;
+    return a.label < b.label;
+  }
 };
 
 /// The cost spaCy gives an invalid action.
