@@ -12,11 +12,21 @@ from beamner.cli.options import (
     BeamWidth,
     Format,
     Model,
+    Normalize,
     OptPath,
-    fail,
+    Overwrite,
+    user_errors,
 )
+from beamner.engine.settings import CLI_NORMALIZE, BeamSettings
+
+#: beamner's default width and density (engine/settings.py says why).
+_BEAM = BeamSettings()
 
 #: beamner.teach.session.DEFAULT_LEARN_RATE (not imported here: the CLI loads lazily).
+SEED_HELP = (
+    "Seed of everything random (task order, epoch order, dropout): the same inputs and seed "
+    "give the same model."
+)
 TEACH_LR_HELP = (
     "Step of the updates. 2e-4, not the pipeline's usual 1e-3, which made a small WNUT-17 "
     "model collapse in experiments/teach_simulation.py (README, 'Learning from yes/no answers')."
@@ -39,24 +49,35 @@ def teach_update_cmd(
     update_batch: Annotated[
         int, typer.Option("--update-batch", min=1, help="Texts per beam update.")
     ] = 16,
-    beam_width: BeamWidth = 16,
-    beam_density: BeamDensity = 0.0001,
+    beam_width: BeamWidth = _BEAM.width,
+    beam_density: BeamDensity = _BEAM.density,
+    normalize: Normalize = CLI_NORMALIZE,
     learn_rate: Annotated[float, typer.Option("--learn-rate", min=0.0, help=TEACH_LR_HELP)] = 2e-4,
     drop: Annotated[float, typer.Option("--dropout", min=0.0, max=1.0)] = 0.1,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help=SEED_HELP)] = 0,
     checkpoint_every: Annotated[
         int, typer.Option("--checkpoint-every", min=1, help="Save every N update batches.")
     ] = 20,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Start afresh over an existing OUT: a folder beamner did not write is "
+            "otherwise refused, a teach-update checkpoint otherwise resumed.",
+        ),
+    ] = False,
 ) -> None:
     """Update a pipeline's NER from binary (accept/reject/ignore) answers with beam updates.
 
     Accepted spans are gold entities (other tokens unknown), rejected spans negative examples.
     Reports how often the model's prediction (p >= 0.5) matches the held-out answers, before
-    and after each epoch. Re-running with the same OUT resumes an interrupted run.
+    and after each epoch. Re-running with the same OUT resumes an interrupted run. The saved
+    pipeline serves the beam it was measured with (--beam-width, --beam-density, --normalize).
     """
     from beamner.teach.batch import teach_update
+    from beamner.teach.outputs import plural
 
-    try:
+    with user_errors():
         result = teach_update(
             model,
             answers,
@@ -66,28 +87,30 @@ def teach_update_cmd(
             update_batch=update_batch,
             beam_width=beam_width,
             beam_density=beam_density,
+            normalize=normalize,
             learn_rate=learn_rate,
             drop=drop,
             seed=seed,
             checkpoint_every=checkpoint_every,
+            overwrite=overwrite,
             log=lambda msg: typer.echo(msg, err=True),
         )
-    except (ValueError, OSError) as err:
-        fail(err)
-        return
     merge = result["merge"]
     typer.echo(
-        f"{merge['n_answers']} answers ({merge['n_accept']} accept, {merge['n_reject']} reject, "
-        f"{merge['n_ignore']} ignore; {merge['n_overridden']} overridden by a later answer, "
-        f"{merge['n_conflicts']} conflicting accepts dropped, {merge['n_preset']} spans on "
-        f"preset entities and {merge['n_unreachable']} no parse can follow not trained on): "
-        f"{result['n_train_texts']} texts "
-        f"trained, {result['n_heldout_texts']} held out"
+        f"{plural(merge['n_answers'], 'answer')} ({merge['n_accept']} accept, "
+        f"{merge['n_reject']} reject, {merge['n_ignore']} ignore; "
+        f"{merge['n_overridden']} overridden by a later answer, "
+        f"{plural(merge['n_conflicts'], 'conflicting accept')} dropped, "
+        f"{plural(merge['n_preset'], 'span')} on preset entities and "
+        f"{merge['n_unreachable']} no parse can follow not trained on): "
+        f"{plural(result['n_train_texts'], 'text')} trained, {result['n_heldout_texts']} held out"
     )
     for name, key in (("before", "before"), ("after", "after")):
         held = result.get(key)
         if held and held["accuracy"] is not None:
-            typer.echo(f"held-out agreement {name}: {held['accuracy']:.3f} ({held['n']} spans)")
+            typer.echo(
+                f"held-out agreement {name}: {held['accuracy']:.3f} ({plural(held['n'], 'span')})"
+            )
     typer.echo(f"saved {output}")
 
 
@@ -127,15 +150,17 @@ def teach_cmd(
             "--batch-size", "-b", min=1, help="Texts read per task served (more: more selective)."
         ),
     ] = 16,
-    beam_width: BeamWidth = 16,
-    beam_density: BeamDensity = 0.0001,
+    beam_width: BeamWidth = _BEAM.width,
+    beam_density: BeamDensity = _BEAM.density,
+    normalize: Normalize = CLI_NORMALIZE,
     threshold: Annotated[
         float,
         typer.Option("--threshold", "-t", min=0.0, max=1.0, help="Suggest spans with p >= this."),
     ] = 0.05,
     learn_rate: Annotated[float, typer.Option("--learn-rate", min=0.0, help=TEACH_LR_HELP)] = 2e-4,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help=SEED_HELP)] = 0,
     fmt: Format = "auto",
+    overwrite: Overwrite = False,
 ) -> None:
     """Annotate on a local web page: accept or reject one suggested entity at a time.
 
@@ -143,13 +168,20 @@ def teach_cmd(
     at once; the model learns from the answers in the background (beam updates) and is saved
     every M answers and on exit (Ctrl-C). Restart with the same DATASET to carry on.
     """
-    try:
+    with user_errors():
         from beamner.engine.pipes import load_model
+        from beamner.teach.outputs import check_pipeline_output, input_paths, plural
         from beamner.teach.server import TeachServer, bind_socket, serve
         from beamner.teach.session import TeachSession
 
         labels = [x.strip() for x in label.split(",") if x.strip()]
-        sock = bind_socket(host, port)  # first: a taken port fails before the model loads
+        out = output if output is not None else dataset.with_name(f"{dataset.stem}-model")
+        # Before the server starts: the saves must not replace the dataset, the source,
+        # the model or a folder beamner did not write.
+        if dataset.exists() and dataset.is_dir():
+            raise ValueError(f"--dataset {dataset} is a folder; give a JSONL file")
+        check_pipeline_output(out, [dataset, *input_paths(source, model)], overwrite=overwrite)
+        sock = bind_socket(host, port)  # before the model loads: a taken port fails fast
         nlp = load_model(model)
         session = TeachSession(
             nlp,
@@ -160,12 +192,12 @@ def teach_cmd(
             batch_size=batch_size,
             beam_width=beam_width,
             beam_density=beam_density,
+            normalize=normalize,
             threshold=threshold,
             learn_rate=learn_rate,
             seed=seed,
             fmt=fmt,
         )
-        out = output if output is not None else dataset.with_name(f"{dataset.stem}-model")
         server = TeachServer(
             session,
             dataset,
@@ -175,19 +207,17 @@ def teach_cmd(
             model_name=model,
             labels=labels,
         )
-    except (ValueError, OSError, ImportError) as err:
-        fail(err)
-        return
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     typer.echo(
-        f"beamner teach: http://{shown}:{bound_port}/  ({server.dataset.n_previous} answers "
-        f"already in {dataset}; model saved to {out}; Ctrl-C to stop)",
+        f"beamner teach: http://{shown}:{bound_port}/  "
+        f"({plural(server.dataset.n_previous, 'answer')} already in {dataset}; "
+        f"model saved to {out}; Ctrl-C to stop)",
         err=True,
     )
     if host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"note: listening on {host}: others on the network can reach the page", err=True)
     serve(server, sock)
-    typer.echo(
-        f"stopped; {server.stats()['n_answers']} answers this run; model saved to {out}", err=True
-    )
+    n_answers = plural(server.stats()["n_answers"], "answer")
+    saved = f"model saved to {out}" if server.n_saves else "the model was not saved"
+    typer.echo(f"stopped; {n_answers} this run; {saved}", err=True)

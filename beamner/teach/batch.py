@@ -15,15 +15,37 @@ The default ``learn_rate`` is :data:`~beamner.teach.session.DEFAULT_LEARN_RATE`
 (2e-4, not the pipeline's usual 1e-3, which made a small model collapse in
 experiments/teach_simulation.py); ``None`` keeps the pipeline optimizer's.
 
+The pipeline is saved serving the beam it was taught and measured with
+(``beam_width``, ``beam_density``, ``normalize``, default ``"local"``, the
+commands' normalization): they are written into the ``beamner_ner``
+component's cfg and the pipeline's config, so ``spacy.load(output)`` restores
+them.
+
+``seed`` fixes everything random: the order of each epoch, and the dropout of
+every update batch (``spacy.util.fix_random_seed`` before each batch, with a
+seed derived from ``seed``, the epoch and the batch's number). Two runs with
+the same inputs and seed write the same bytes (``teach_progress.json`` holds
+no timings; the times are in the log only).
+
+Output (beamner's output policy, :mod:`beamner.io.atomic`; checked by
+:func:`beamner.teach.outputs.check_pipeline_output` before anything is read
+into memory or written): ``output`` must not be the answers or the model, nor
+hold them; an existing folder must be one beamner wrote (or empty), else it
+is refused unless ``overwrite``; ``OUT.partial`` and ``OUT.old`` that beamner
+did not write are refused and left as they are. Every input is read and
+checked, and the examples built, before the first checkpoint.
+
 Checkpoints and resuming: every ``checkpoint_every`` update batches and at
-the end of every epoch, the pipeline is written to ``OUT.partial`` together
-with ``teach_progress.json`` (the input hashes trained in the current epoch,
-the epochs done, the reports), and ``OUT.partial`` then replaces ``OUT``
-(rename; a crash between the two renames is repaired on the next start from
-``OUT.old``). Model and progress are always saved together, so a run
-interrupted at any point resumes from ``OUT`` and trains each text exactly
-once per epoch: the updates after the last checkpoint were lost with the
-process and are redone, the ones before it are never repeated. The optimizer's
+the end of every epoch, the pipeline and ``teach_progress.json`` (the input
+hashes trained in the current epoch, the epochs done, the reports, the
+settings) are built in ``OUT.partial`` and swapped in for ``OUT``
+(:func:`~beamner.io.atomic.swap_directory`: a crash between the renames is
+repaired on the next start from ``OUT.old``). Model and progress are always
+saved together, so a run interrupted at any point resumes from ``OUT`` (a
+folder beamner wrote, holding ``teach_progress.json``; ``overwrite`` starts
+afresh instead) and trains each text exactly once per epoch: the updates
+after the last checkpoint were lost with the process and are redone, with
+the same dropout, the ones before it are never repeated. The optimizer's
 moment estimates are not saved: a resumed run restarts them.
 """
 
@@ -32,7 +54,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -41,7 +62,9 @@ from typing import Any
 import spacy
 from spacy.language import Language
 
-from beamner.engine.pipes import load_model
+from beamner.engine.pipes import find_ner, load_model
+from beamner.engine.settings import CLI_NORMALIZE, BeamSettings
+from beamner.io.atomic import is_marked, swap_directory
 from beamner.pipeline import BeamnerEntityRecognizer
 from beamner.probabilities.beams import beam_docs
 from beamner.teach.answers import (
@@ -52,10 +75,13 @@ from beamner.teach.answers import (
     predicted_docs,
     read_answers,
 )
+from beamner.teach.outputs import check_pipeline_output, input_paths, plural
 from beamner.teach.session import (
     DEFAULT_LEARN_RATE,
     DEFAULT_NEG_KEY,
     prepare_pipeline,
+    step_seed,
+    teach_settings,
     train_answers,
 )
 from beamner.teach.tasks import preset_tokens
@@ -81,23 +107,22 @@ def split_holdout(
 def answer_agreement(
     nlp: Language,
     merged: Sequence[TextAnswers],
+    settings: BeamSettings | None = None,
     *,
-    beam_width: int = 16,
-    beam_density: float = 0.0001,
     docs: Sequence[Any] | None = None,
 ) -> dict[str, Any]:
-    """How often ``p >= 0.5`` (beam probability of the span and label) agrees with the
-    answers: ``accuracy`` over all decided spans, per answer kind, and the mean
+    """How often ``p >= 0.5`` (beam probability of the span and label under
+    ``settings``, default the component's) agrees with the answers:
+    ``accuracy`` over all decided spans, per answer kind, and the mean
     probability the model gives accepted and rejected spans. Spans touching
     entities preset before the NER are left out (not the NER's decision)."""
-    from beamner.engine.pipes import find_ner
-
     pipe = find_ner(nlp)
+    if settings is None:
+        settings = BeamSettings.from_pipe(pipe)
     if docs is None:
         docs = predicted_docs(nlp, merged)
-    temperature = float(pipe.cfg.get("temperature", 1.0))
     nonempty = [i for i, d in enumerate(docs) if len(d)]
-    beams = beam_docs(pipe, [docs[i] for i in nonempty], beam_width, beam_density, temperature)
+    beams = beam_docs(pipe, [docs[i] for i in nonempty], settings)
     entities: dict[int, dict[tuple[int, int, str], float]] = {
         i: b.entities for i, b in zip(nonempty, beams)
     }
@@ -130,31 +155,31 @@ def answer_agreement(
     }
 
 
-def _paths(output: Path) -> tuple[Path, Path]:
-    return output.with_name(output.name + ".partial"), output.with_name(output.name + ".old")
+#: beamner's default width and density (engine/settings.py says why).
+_BEAM = BeamSettings()
+#: What the marker of a teach-update folder says (no time: runs must write the same bytes).
+_MARKER_INFO = {"written_by": "beamner teach-update"}
 
 
 def _checkpoint(nlp: Language, output: Path, progress: dict[str, Any]) -> None:
-    partial, old = _paths(output)
-    if partial.exists():
-        shutil.rmtree(partial)
-    nlp.to_disk(partial)
-    (partial / PROGRESS_FILE).write_text(json.dumps(progress, indent=1) + "\n")
-    if output.exists():
-        output.rename(old)
-    partial.rename(output)
-    if old.exists():
-        shutil.rmtree(old)
+    def build(folder: Path) -> None:
+        nlp.to_disk(folder)
+        (folder / PROGRESS_FILE).write_text(json.dumps(progress, indent=1) + "\n")
+
+    swap_directory(output, build, info=_MARKER_INFO)
 
 
-def _recover(output: Path) -> None:
-    partial, old = _paths(output)
-    if not output.exists() and old.exists():
-        old.rename(output)  # interrupted between the two renames of _checkpoint
-    if partial.exists():
-        shutil.rmtree(partial)  # an unfinished checkpoint
-    if old.exists():
-        shutil.rmtree(old)
+def _checkpoint_to_resume(output: Path) -> Path | None:
+    """The folder holding ``output``'s checkpoint: ``output`` itself or, after a
+    crash between the renames of a swap, ``output.old``; None if there is none
+    (only folders beamner wrote count)."""
+    old = output.with_name(output.name + ".old")
+    for folder in (output, old):
+        if folder.is_dir() and is_marked(folder) and (folder / PROGRESS_FILE).is_file():
+            return folder
+        if folder.exists():
+            return None  # output itself is there: .old is a leftover, not the checkpoint
+    return None
 
 
 def teach_update(
@@ -165,55 +190,62 @@ def teach_update(
     n_epochs: int = 5,
     holdout: float = 0.2,
     update_batch: int = 16,
-    beam_width: int = 16,
-    beam_density: float = 0.0001,
+    beam_width: int = _BEAM.width,
+    beam_density: float = _BEAM.density,
+    normalize: str | None = CLI_NORMALIZE,
     update_width: int | None = None,
     learn_rate: float | None = DEFAULT_LEARN_RATE,
     drop: float = 0.1,
     seed: int = 0,
     checkpoint_every: int = 20,
     incorrect_spans_key: str = DEFAULT_NEG_KEY,
+    overwrite: bool = False,
     on_batch: Callable[[int, list[int]], None] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``model``'s NER from the binary answers in ``answers`` and save it to
     ``output`` (see the module docstring). If ``output`` holds an interrupted
-    run's checkpoint, continue it (same ``holdout`` and ``seed`` required).
-    ``on_batch(epoch, input_hashes)`` is called after each update batch (and
-    its checkpoint, if one was due). Returns the report (also in
-    ``output/teach_progress.json``)."""
+    run's checkpoint, continue it (same ``holdout``, ``seed`` and beam
+    required), unless ``overwrite``: then start afresh. ``normalize=None``
+    keeps the component's own. ``on_batch(epoch, input_hashes)`` is called
+    after each update batch (and its checkpoint, if one was due). Returns the
+    report (also in ``output/teach_progress.json``)."""
     if n_epochs < 1 or update_batch < 1 or checkpoint_every < 1:
         raise ValueError("n_epochs, update_batch and checkpoint_every must be >= 1")
     say = log or (lambda msg: None)
-    out = Path(output)
+    # Nothing is written, moved or removed before every input has been checked.
+    out = check_pipeline_output(
+        output,
+        input_paths(answers, None if isinstance(model, Language) else model),
+        overwrite=overwrite,
+    )
     all_answers = list(read_answers(answers))  # every line validated before training
     if not all_answers:
         raise ValueError(f"{answers}: no answers")
-    _recover(out)
+    resume_from = None if overwrite else _checkpoint_to_resume(out)
     progress: dict[str, Any] | None = None
-    if out.exists():
-        progress_path = out / PROGRESS_FILE
-        if not progress_path.exists():
-            raise ValueError(
-                f"{out} exists and is not a teach-update checkpoint (no {PROGRESS_FILE}); "
-                "choose another output or remove it"
-            )
-        progress = json.loads(progress_path.read_text())
-        if progress["holdout"] != holdout or progress["seed"] != seed:
-            raise ValueError(
-                f"{out} was started with --holdout {progress['holdout']} --seed "
-                f"{progress['seed']}: resume with the same values"
-            )
-        nlp = spacy.load(out)
-        say(f"resuming {out}: {progress['completed_epochs']} epochs done")
+    if resume_from is not None:
+        progress = json.loads((resume_from / PROGRESS_FILE).read_text())
+        nlp = spacy.load(resume_from)
     else:
         nlp = load_model(model)
-    pipe = prepare_pipeline(
-        nlp,
-        beam_width=beam_width,
-        beam_density=beam_density,
-        incorrect_spans_key=incorrect_spans_key,
+    settings = teach_settings(
+        nlp, beam_width=beam_width, beam_density=beam_density, normalize=normalize
     )
+    beam = {"width": settings.width, "density": settings.density, "normalize": settings.normalize}
+    if progress is not None:
+        started = (progress["holdout"], progress["seed"], progress.get("beam"))
+        if started != (holdout, seed, beam):
+            raise ValueError(
+                f"{out} was started with --holdout {progress['holdout']} --seed "
+                f"{progress['seed']} and the beam {progress.get('beam')}: resume with the same "
+                "values, or pass --overwrite to start afresh"
+            )
+        say(f"resuming {out}: {plural(progress['completed_epochs'], 'epoch')} done")
+    elif out.exists() and any(out.iterdir()):
+        why = "--overwrite" if overwrite else "a folder beamner wrote, not a checkpoint"
+        say(f"{out} will be replaced ({why})")
+    pipe = prepare_pipeline(nlp, settings, incorrect_spans_key=incorrect_spans_key)
     merged, report = merge_answers(all_answers, pipe.labels)
     train, held = split_holdout(merged, holdout)
     if not train:
@@ -229,9 +261,7 @@ def teach_update(
         )
 
     def agreement() -> dict[str, Any]:
-        return answer_agreement(
-            nlp, held, beam_width=beam_width, beam_density=beam_density, docs=held_docs
-        )
+        return answer_agreement(nlp, held, settings, docs=held_docs)
 
     if progress is None:
         progress = {
@@ -239,6 +269,7 @@ def teach_update(
             "answers": str(answers),
             "holdout": holdout,
             "seed": seed,
+            "beam": beam,
             "n_epochs": n_epochs,
             "completed_epochs": 0,
             "trained": [],
@@ -255,13 +286,16 @@ def teach_update(
     optimizer = nlp.create_optimizer()  # type: ignore[no-untyped-call]
     if learn_rate is not None:
         optimizer.learn_rate = learn_rate
-    width = update_width or beam_width
+    width = update_width or settings.width
     for epoch in range(progress["completed_epochs"], n_epochs):
         t0 = time.perf_counter()
         order = sorted(by_hash)
-        random.Random(seed * 1_000_003 + epoch).shuffle(order)
+        random.Random(step_seed(seed, epoch)).shuffle(order)
         done = set(progress["trained"])
         todo = [h for h in order if h not in done]
+        # Batches keep their number within the epoch across a resume (checkpoints
+        # fall between whole batches), and with it their dropout seed.
+        first = len(done) // update_batch
         loss = 0.0
         for b, i in enumerate(range(0, len(todo), update_batch), start=1):
             hashes = todo[i : i + update_batch]
@@ -273,6 +307,7 @@ def teach_update(
                 update_width=width,
                 update_batch=update_batch,
                 drop=drop,
+                seeds=[step_seed(seed, epoch, first + b - 1)],
             )
             loss += batch_loss
             progress["trained"].extend(hashes)
@@ -288,20 +323,20 @@ def teach_update(
                 "n_texts": len(todo),
                 "resumed": len(todo) < len(order),
                 "heldout": result,
-                "seconds": time.perf_counter() - t0,
             }
         )
         progress["completed_epochs"] = epoch + 1
         progress["trained"] = []
         _checkpoint(nlp, out, progress)
-        say(f"epoch {epoch + 1}/{n_epochs}: loss {loss:.4f}, held-out agreement {_fmt(result)}")
+        say(
+            f"epoch {epoch + 1}/{n_epochs}: loss {loss:.4f}, held-out agreement {_fmt(result)} "
+            f"({time.perf_counter() - t0:.1f} s)"
+        )
     progress["after"] = progress["epochs"][-1]["heldout"] if progress["epochs"] else None
     return progress
 
 
 def _ner(nlp: Language) -> BeamnerEntityRecognizer:
-    from beamner.engine.pipes import find_ner
-
     pipe = find_ner(nlp)
     assert isinstance(pipe, BeamnerEntityRecognizer)
     return pipe
@@ -310,4 +345,4 @@ def _ner(nlp: Language) -> BeamnerEntityRecognizer:
 def _fmt(result: dict[str, Any]) -> str:
     if result["accuracy"] is None:
         return "no held-out answers"
-    return f"{result['accuracy']:.3f} ({result['n']} spans)"
+    return f"{result['accuracy']:.3f} ({plural(result['n'], 'span')})"

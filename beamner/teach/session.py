@@ -6,10 +6,22 @@ Contract of :class:`TeachSession` (what a server builds on)
 ``TeachSession(nlp, source, labels, *, order="uncertainty", buffer=64,
 batch_size=16, beam_width=16, beam_density=0.0001, threshold=0.05,
 update_width=None, update_batch=16, learn_rate=DEFAULT_LEARN_RATE, drop=0.1, seed=0,
-fmt="auto", normalize=None, incorrect_spans_key="incorrect_spans")``
+fmt="auto", normalize="local", incorrect_spans_key="incorrect_spans")``
 
 Task options (``order``, ``buffer``, ``batch_size``, ``threshold``,
-``normalize``, ``seed``): :class:`beamner.teach.tasks.TaskStream`.
+``seed``): :class:`beamner.teach.tasks.TaskStream`.
+``beam_width``, ``beam_density``, ``normalize``: the beam the tasks are
+scored with (:attr:`TeachSession.settings`, a
+:class:`~beamner.engine.settings.BeamSettings`; the component's other
+settings, e.g. its temperature, are kept). They are written into the
+component's cfg and the pipeline's config, so the pipeline :meth:`save`
+writes serves what it was taught and scored with. ``normalize`` defaults to
+:data:`~beamner.engine.settings.CLI_NORMALIZE` (``"local"``, the commands'
+normalization); ``None`` keeps the component's own.
+``seed``: fixes everything random: the task order (``order="random"``) and
+the dropout of every update (``spacy.util.fix_random_seed`` with a seed
+derived from ``seed`` and the update's number, before each update batch), so
+the same answers given in the same updates give the same weights.
 ``update_width``: beam width of the updates (default ``beam_width``);
 ``update_batch``: texts per native update; ``learn_rate``: the step of the
 optimizer (the pipeline's ``[training.optimizer]``, a fresh one per
@@ -52,8 +64,12 @@ the simulated-annotator experiment (experiments/teach_simulation.py; README,
   :class:`~beamner.io.records.InputError` before any training.
 * :meth:`skip_hashes` ``(task_hashes)``: never serve these (resuming from a
   dataset file: pass the ``_task_hash`` of every answer in it).
-* :meth:`stats` -> counts for a progress line; :meth:`save` ``(path)``
-  writes the pipeline (consistent weights) to disk.
+* :meth:`stats` -> counts for a progress line; :meth:`save` ``(path,
+  overwrite=False)`` writes the pipeline (consistent weights) to a folder by
+  beamner's output policy (:mod:`beamner.io.atomic`: built beside it, swapped
+  in, marked; a non-empty folder beamner did not write is refused unless
+  ``overwrite``); :meth:`to_disk` ``(folder)`` writes it into a folder being
+  built (a server's :func:`~beamner.io.atomic.swap_directory` step).
 
 What an update learns
 ---------------------
@@ -87,16 +103,20 @@ served.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from spacy.language import Language
-from thinc.api import set_dropout_rate
+from thinc.api import fix_random_seed, set_dropout_rate
 
 from beamner.engine.pipes import find_ner
+from beamner.engine.settings import CLI_NORMALIZE, BeamSettings
+from beamner.io.atomic import check_output, swap_directory
 from beamner.pipeline import BeamnerEntityRecognizer, accelerate
 from beamner.teach.answers import (
     Answer,
@@ -111,6 +131,8 @@ __all__ = [
     "TeachSession",
     "UpdateResult",
     "prepare_pipeline",
+    "step_seed",
+    "teach_settings",
     "train_answers",
 ]
 
@@ -146,16 +168,44 @@ class UpdateResult:
         return dict(self.__dict__)
 
 
-def prepare_pipeline(
+#: The beam teach uses unless told otherwise: BeamSettings' width and density,
+#: the commands' normalization (engine/settings.py says why).
+_DEFAULTS = BeamSettings(normalize=CLI_NORMALIZE)
+
+
+def teach_settings(
     nlp: Language,
     *,
-    beam_width: int = 16,
-    beam_density: float = 0.0001,
+    beam_width: int = _DEFAULTS.width,
+    beam_density: float = _DEFAULTS.density,
+    normalize: str | None = _DEFAULTS.normalize,
+) -> BeamSettings:
+    """The beam ``nlp``'s NER is taught, scored and measured with: its
+    component's settings (temperature, calibration, spans) with this width,
+    density and normalization (``normalize=None``: the component's own)."""
+    return BeamSettings.from_pipe(
+        find_ner(nlp), width=beam_width, density=beam_density, normalize=normalize
+    )
+
+
+def prepare_pipeline(
+    nlp: Language,
+    settings: BeamSettings | None = None,
+    *,
     incorrect_spans_key: str = DEFAULT_NEG_KEY,
 ) -> BeamnerEntityRecognizer:
-    """Make ``nlp``'s NER beamner's component (in place) with ``incorrect_spans_key``
-    set, check it can be trained alone, and return it."""
-    accelerate(nlp, beam_width=beam_width, beam_density=beam_density)
+    """Make ``nlp``'s NER beamner's component (in place) serving ``settings``
+    (width, density, normalization, in its cfg and the pipeline's config, so a
+    saved pipeline serves what it was taught with; default
+    :func:`teach_settings`) with ``incorrect_spans_key`` set, check it can be
+    trained alone, and return it."""
+    settings = settings if settings is not None else teach_settings(nlp)
+    accelerate(
+        nlp,
+        beam_width=settings.width,
+        beam_density=settings.density,
+        normalize=settings.normalize,
+    )
     pipe = find_ner(nlp)
     if not isinstance(pipe, BeamnerEntityRecognizer):  # pragma: no cover - accelerate did it
         raise TypeError("the NER is not beamner's component")
@@ -173,6 +223,16 @@ def prepare_pipeline(
     return pipe
 
 
+def step_seed(seed: int, *step: int) -> int:
+    """The seed of one update batch: a function of the run's ``seed`` and the
+    batch's position (e.g. epoch and batch number), so every batch draws the
+    same dropout masks in every run, resumed or not, whatever ran before it."""
+    value = seed % 2**32
+    for s in step:
+        value = (value * 1_000_003 + s + 1) % 2**32
+    return value
+
+
 def train_answers(
     nlp: Language,
     pipe: BeamnerEntityRecognizer,
@@ -183,15 +243,23 @@ def train_answers(
     update_batch: int,
     drop: float,
     model_lock: threading.Lock | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> tuple[float, int]:
     """Native global updates on ``examples``, ``update_batch`` at a time; the
-    optimizer step runs under ``model_lock``. Returns (loss, batches)."""
+    optimizer step runs under ``model_lock``. ``seeds``: one per batch, given
+    to ``spacy.util.fix_random_seed`` before it (the dropout masks are drawn
+    from numpy's global generator). Returns (loss, batches)."""
     loss = 0.0
     n_batches = 0
     lock = model_lock or threading.Lock()
-    for i in range(0, len(examples), update_batch):
+    starts = range(0, len(examples), update_batch)
+    if seeds is not None and len(seeds) < len(starts):
+        raise ValueError(f"{len(starts)} update batches need as many seeds, got {len(seeds)}")
+    for b, i in enumerate(starts):
         batch = examples[i : i + update_batch]
         losses: dict[str, float] = {}
+        if seeds is not None:
+            fix_random_seed(seeds[b])
         set_dropout_rate(pipe.model, drop)
         pipe.update_beam(batch, beam_width=update_width, sgd=None, losses=losses, beam_density=0.0)
         with lock:
@@ -214,8 +282,8 @@ class TeachSession:
         order: str = "uncertainty",
         buffer: int = 64,
         batch_size: int = 16,
-        beam_width: int = 16,
-        beam_density: float = 0.0001,
+        beam_width: int = _DEFAULTS.width,
+        beam_density: float = _DEFAULTS.density,
         threshold: float = 0.05,
         update_width: int | None = None,
         update_batch: int = 16,
@@ -223,22 +291,22 @@ class TeachSession:
         drop: float = 0.1,
         seed: int = 0,
         fmt: str = "auto",
-        normalize: str | None = None,
+        normalize: str | None = _DEFAULTS.normalize,
         incorrect_spans_key: str = DEFAULT_NEG_KEY,
     ) -> None:
         self.nlp = nlp
-        self.pipe = prepare_pipeline(
-            nlp,
-            beam_width=beam_width,
-            beam_density=beam_density,
-            incorrect_spans_key=incorrect_spans_key,
+        #: The beam the tasks are scored with and the saved pipeline serves.
+        self.settings = teach_settings(
+            nlp, beam_width=beam_width, beam_density=beam_density, normalize=normalize
         )
+        self.pipe = prepare_pipeline(nlp, self.settings, incorrect_spans_key=incorrect_spans_key)
         self.neg_key = incorrect_spans_key
-        self.update_width = update_width or beam_width
+        self.update_width = update_width or self.settings.width
         if self.update_width < 2:
             raise ValueError("update_width must be >= 2 for a beam update")
         self.update_batch = update_batch
         self.drop = drop
+        self.seed = seed
         self._stream_lock = threading.Lock()
         self._model_lock = threading.Lock()
         self._update_lock = threading.Lock()
@@ -249,17 +317,18 @@ class TeachSession:
             order=order,
             buffer=buffer,
             batch_size=batch_size,
-            beam_width=beam_width,
-            beam_density=beam_density,
+            beam_width=self.settings.width,
+            beam_density=self.settings.density,
             threshold=threshold,
             seed=seed,
             fmt=fmt,
-            normalize=normalize,
+            normalize=self.settings.normalize,
             score_lock=self._model_lock,
         )
         self.optimizer = nlp.create_optimizer()  # type: ignore[no-untyped-call]
         if learn_rate is not None:
             self.optimizer.learn_rate = learn_rate
+        self._n_batches_trained = 0  # update batches so far: their number seeds their dropout
         self._pending: dict[int, dict[str, Any]] = {}  # task hash -> answer, in answer order
         self.n_answers = 0
         self.n_updates = 0
@@ -336,6 +405,8 @@ class TeachSession:
             examples = build_examples(self.nlp, merged, self.neg_key, report=report)
             result.n_preset, result.n_unreachable = report.n_preset, report.n_unreachable
             if examples:
+                first = self._n_batches_trained
+                n_batches = -(-len(examples) // self.update_batch)
                 result.loss, result.n_batches = train_answers(
                     self.nlp,
                     self.pipe,
@@ -345,7 +416,9 @@ class TeachSession:
                     update_batch=self.update_batch,
                     drop=self.drop,
                     model_lock=self._model_lock,
+                    seeds=[step_seed(self.seed, first + b) for b in range(n_batches)],
                 )
+                self._n_batches_trained += result.n_batches
                 with self._stream_lock:
                     self.stream.invalidate()
                     self.n_updates += 1
@@ -354,10 +427,22 @@ class TeachSession:
             result.seconds = time.perf_counter() - t0
             return result
 
-    def save(self, path: Any) -> None:
-        """Write the pipeline to ``path`` (weights not mid-step)."""
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write the pipeline (weights not mid-step, serving :attr:`settings`) to
+        the folder ``path`` by beamner's output policy (:mod:`beamner.io.atomic`):
+        built beside it and swapped in, marked as beamner's; a non-empty folder
+        beamner did not write is refused (:class:`~beamner.io.atomic.OutputError`)
+        unless ``overwrite``. Returns the path."""
+        target = check_output(path, overwrite=overwrite, folder=True)
+        assert target is not None  # a folder path, never stdout
+        return swap_directory(target, self.to_disk, info={"written_by": "beamner teach"})
+
+    def to_disk(self, folder: str | os.PathLike[str]) -> None:
+        """Write the pipeline into ``folder`` (weights not mid-step), as
+        ``nlp.to_disk`` does: no output policy (a build step of
+        :func:`~beamner.io.atomic.swap_directory`; use :meth:`save` otherwise)."""
         with self._model_lock:
-            self.nlp.to_disk(path)
+            self.nlp.to_disk(Path(folder))
 
     def stats(self) -> dict[str, Any]:
         """Answers so far, pending, trained, model updates, recent accept rate (last 50)."""
