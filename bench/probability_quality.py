@@ -31,7 +31,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from beamner.evaluation.evaluate import _collect, calibrate, evaluate, parse_label_map, read_gold
+from beamner.evaluation.calibrate import calibrate
+from beamner.evaluation.evaluate import collect, evaluate
+from beamner.io.gold import parse_label_map, read_gold
 from beamner.probabilities.calibration import CandidateSet, fit_temperature, probability_report
 from beamner.probabilities.calibrators import fit_isotonic
 
@@ -228,9 +230,9 @@ def crossfit(models: dict[str, str], normalizations: list[str]) -> list[dict[str
         gold = read_gold(WNUT_TEST, nlp)
         dev_gold = read_gold(WNUT_DEV, nlp)
         for norm in normalizations:
-            stats = _collect(nlp, gold, [CAL_WIDTH], DENSITY, 1.0, label_map, 128, False, [norm])
+            stats = collect(nlp, gold, [CAL_WIDTH], DENSITY, 1.0, label_map, 128, False, [norm])
             cands = stats[norm, CAL_WIDTH].candidates
-            dev = _collect(nlp, dev_gold, [CAL_WIDTH], DENSITY, 1.0, label_map, 128, False, [norm])
+            dev = collect(nlp, dev_gold, [CAL_WIDTH], DENSITY, 1.0, label_map, 128, False, [norm])
             shift = {"dev": _by_label(dev[norm, CAL_WIDTH].candidates), "test": _by_label(cands)}
             folds = [list(range(0, len(gold), 2)), list(range(1, len(gold), 2))]
             pooled: dict[str, list[Any]] = {

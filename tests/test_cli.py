@@ -21,8 +21,10 @@ from typer.testing import CliRunner
 
 import beamner
 from beamner.cli.app import app
-from beamner.evaluation.evaluate import calibrate, evaluate, read_gold
+from beamner.evaluation.calibrate import calibrate
+from beamner.evaluation.evaluate import evaluate
 from beamner.io.conll import read_conll
+from beamner.io.gold import read_gold
 from beamner.jobs.annotate import annotate
 from beamner.jobs.rank import rank
 from beamner.probabilities.calibration import (

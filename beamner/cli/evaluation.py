@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from beamner.cli.options import (
+    DEFAULTS,
     NORMALIZE_DEFAULT,
     BatchSize,
     BeamDensity,
@@ -21,11 +22,14 @@ from beamner.cli.options import (
     OptInt,
     OptPath,
     OptStr,
+    Overwrite,
     Progress,
     SentencesPerDoc,
     SkipInvalid,
     fail,
+    user_errors,
 )
+from beamner.io.atomic import atomic_write_text, check_output
 
 
 def evaluate_cmd(
@@ -34,7 +38,7 @@ def evaluate_cmd(
     beam_widths: Annotated[
         str, typer.Option("--beam-widths", help="Comma-separated beam widths.")
     ] = "1,2,4,8,16,32",
-    beam_density: BeamDensity = 0.0001,
+    beam_density: BeamDensity = DEFAULTS.density,
     output_dir: Annotated[
         OptPath,
         typer.Option(
@@ -67,7 +71,7 @@ def evaluate_cmd(
     """
     from beamner.evaluation.evaluate import evaluate
 
-    try:
+    with user_errors():
         report = evaluate(
             model,
             data,
@@ -83,9 +87,6 @@ def evaluate_cmd(
             gpu_id=gpu_id,
             progress=progress,
         )
-    except (ValueError, OSError) as err:
-        fail(err)
-        return
     typer.echo(
         f"{report['n_docs']} docs, {report['n_gold_entities']} gold entities, "
         f"temperature {report['temperature']:.4g}, "
@@ -157,10 +158,11 @@ def calibrate_cmd(
         str,
         typer.Option(
             "--method",
-            help="temperature (one T for softmax(score / T)) or isotonic (a monotone map of "
-            "entity probabilities; needs scikit-learn).",
+            help="isotonic (a monotone map of entity probabilities; needs scikit-learn; "
+            "better than temperature on every measured set) or temperature (one T for "
+            "softmax(score / T)).",
         ),
-    ] = "temperature",
+    ] = "isotonic",
     per_label: Annotated[
         bool, typer.Option("--per-label", help="Isotonic: one map per label with enough data.")
     ] = False,
@@ -192,6 +194,7 @@ def calibrate_cmd(
         OptPath,
         typer.Option("--report", help="Also write the full report (with reliability) as JSON."),
     ] = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Calibrate the beam's entity probabilities and save the calibrated pipeline.
 
@@ -200,9 +203,10 @@ def calibrate_cmd(
     'calibration' in the component's cfg. Either is saved with the pipeline and applied to
     entity_scores, doc.spans, annotate and rank. Reports before/after on held-out data.
     """
-    from beamner.evaluation.evaluate import calibrate
+    from beamner.evaluation.calibrate import calibrate
 
-    try:
+    with user_errors():
+        check_output(report, [model, data, eval_data, output], overwrite=overwrite)
         result = calibrate(
             model,
             data,
@@ -221,10 +225,8 @@ def calibrate_cmd(
             batch_size=batch_size,
             gpu_id=gpu_id,
             progress=progress,
+            overwrite=overwrite,
         )
-    except (ValueError, OSError) as err:
-        fail(err)
-        return
     held = result["heldout"]
     what = (
         f"temperature {result['temperature']:.4g}"
@@ -249,7 +251,7 @@ def calibrate_cmd(
     typer.echo(f"  (held-out ECE p>=0.1 with the other method: {others})")
     typer.echo(f"saved {output}")
     if report is not None:
-        report.write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write_text(report, json.dumps(result, indent=2) + "\n")
 
 
 def compare_cmd(
@@ -275,6 +277,7 @@ def compare_cmd(
     batch_size: BatchSize = 128,
     gpu_id: GpuId = -1,
     fmt: GoldFormat = "auto",
+    overwrite: Overwrite = False,
 ) -> None:
     """Compare two models on the same gold data: P/R/F1 per label, B - A with intervals.
 
@@ -283,7 +286,8 @@ def compare_cmd(
     """
     from beamner.evaluation.compare import compare
 
-    try:
+    with user_errors():
+        check_output(output, [model_a, model_b, data], overwrite=overwrite)
         report = compare(
             model_a,
             model_b,
@@ -298,9 +302,6 @@ def compare_cmd(
             batch_size=batch_size,
             gpu_id=gpu_id,
         )
-    except (ValueError, OSError, ImportError) as err:
-        fail(err)
-        return
     pct = f"{confidence:.0%}"
     typer.echo(
         f"{report['n_docs']} docs, {report['n_gold_entities']} gold entities; A = "
@@ -321,7 +322,7 @@ def compare_cmd(
             f"{interval:<26} {d['b_not_better']:5.3f}"
         )
     if output is not None:
-        output.write_text(json.dumps(report, indent=2) + "\n")
+        atomic_write_text(output, json.dumps(report, indent=2) + "\n")
         typer.echo(f"wrote {output}")
 
 
@@ -391,15 +392,14 @@ def ab_score_cmd(
         float, typer.Option("--confidence", min=0.5, max=0.999, help="Interval confidence level.")
     ] = 0.95,
     output: Annotated[OptPath, typer.Option("--output", "-o", help="Result as JSON.")] = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Tally blind A/B answers: preferences per model, share for B with a Wilson interval."""
     from beamner.evaluation.ab import ab_score
 
-    try:
+    with user_errors():
+        check_output(output, [tasks, answers, key], overwrite=overwrite)
         result = ab_score(tasks, answers, key=key, confidence_level=confidence)
-    except (ValueError, OSError, ImportError) as err:
-        fail(err)
-        return
     models = result["models"]
     wins = result["wins"]
     typer.echo(
@@ -416,4 +416,4 @@ def ab_score_cmd(
             f"({confidence:.0%} Wilson), exact binomial p = {result['p_value']:.4g}"
         )
     if output is not None:
-        output.write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write_text(output, json.dumps(result, indent=2) + "\n")

@@ -10,6 +10,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from beamner.engine.settings import CLI_NORMALIZE, MAX_BEAM_WIDTH, BeamSettings
+
 # Optional[...] rather than "X | None": typer evaluates the annotations at
 # runtime and the package supports Python 3.9.
 OptPath = Optional[Path]
@@ -19,7 +21,9 @@ OptFloat = Optional[float]
 
 # Shared options.
 Model = Annotated[str, typer.Argument(help="spaCy pipeline: an installed package name or a path.")]
-BeamWidth = Annotated[int, typer.Option("--beam-width", "-w", min=1, help="Beam width.")]
+BeamWidth = Annotated[
+    int, typer.Option("--beam-width", "-w", min=1, max=MAX_BEAM_WIDTH, help="Beam width.")
+]
 BeamDensity = Annotated[
     float,
     typer.Option("--beam-density", min=0.0, max=1.0, help="Beam density (prune below d * best)."),
@@ -48,17 +52,15 @@ LabelMap = Annotated[
     Optional[str],
     typer.Option(
         "--label-map",
-        help="Rename predicted labels, PRED=GOLD,...; unmapped predicted labels are ignored.",
+        help="Rename predicted labels: PRED=GOLD,... or a built-in map (conll, btc, wnut17); "
+        "unmapped predicted labels are ignored.",
     ),
 ]
 
 
-#: The commands' beam normalization. "local" (each step a log-softmax over the valid
-#: actions): for greedily trained pipelines (every en_core_web_*) the raw beam loses
-#: top-1 F1 as it widens and "local" does not, and its probabilities are better; for
-#: a beam-trained model it costs nothing (README, bench/probability_quality.py).
-#: The Python API keeps the component's own setting ("none" unless set).
-NORMALIZE_DEFAULT = "local"
+#: The commands' defaults: beamner's (engine/settings.py, where each has its reason).
+DEFAULTS = BeamSettings()
+NORMALIZE_DEFAULT = CLI_NORMALIZE
 Normalize = Annotated[
     str,
     typer.Option(

@@ -18,6 +18,7 @@ from typing import Any, Literal, get_args
 
 __all__ = [
     "CLI_NORMALIZE",
+    "DEFAULT_SPANS_KEY",
     "DECODE_MODES",
     "MAX_BEAM_WIDTH",
     "NORMALIZE_CHOICES",
@@ -48,6 +49,10 @@ SPANS_LAYOUTS: tuple[str, ...] = get_args(SpansLayout)
 #: (width 64 and 512 agree within 0.002, README), and refusing more turns a typo
 #: (``-w 1000000000``) into a clear error instead of an allocation failure.
 MAX_BEAM_WIDTH = 4096
+
+#: The span group a pipeline fitted by ``calibrate`` or ``teach`` writes its
+#: probabilities to when its component names none (``doc.spans["ner_probs"]``).
+DEFAULT_SPANS_KEY = "ner_probs"
 
 #: The commands' normalization. For greedily trained pipelines (every
 #: en_core_web_*) the raw beam loses top-1 F1 as it widens and ``"local"`` does
@@ -164,7 +169,7 @@ class BeamSettings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
-            raise TypeError(f"unknown beam settings: {sorted(unknown)}")
+            raise TypeError(f"unknown settings: {sorted(unknown)}")
         return cls(**values)
 
     @classmethod
@@ -203,7 +208,7 @@ class BeamSettings:
         unknown = set(cfg) - set(cls.cfg_keys())
         if unknown:
             raise TypeError(
-                f"unknown beam settings: {sorted(unknown)} (known: {sorted(cls.cfg_keys())})"
+                f"unknown settings: {sorted(unknown)} (known: {sorted(cls.cfg_keys())})"
             )
 
     def replace(self, **changes: Any) -> BeamSettings:

@@ -31,7 +31,7 @@ from spacy.language import Language
 from spacy.tokens import Doc
 
 from beamner.engine.pipes import load_model
-from beamner.evaluation.evaluate import parse_label_map
+from beamner.io.gold import parse_label_map
 from beamner.io.records import JsonlWriter, Record, batched, read_records
 
 __all__ = [

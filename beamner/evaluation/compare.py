@@ -28,9 +28,10 @@ from spacy.language import Language
 from spacy.tokens import Doc
 
 from beamner.engine.pipes import load_model
-from beamner.evaluation.evaluate import Entity, GoldDoc, parse_label_map, read_gold
+from beamner.evaluation.metrics import prf_arrays
+from beamner.io.gold import Entity, GoldDoc, parse_label_map, read_gold
 
-__all__ = ["METRICS", "compare", "count_matrix", "prf_arrays", "scipy_stats"]
+__all__ = ["METRICS", "compare", "count_matrix", "scipy_stats"]
 
 METRICS = ("precision", "recall", "f1")
 
@@ -76,22 +77,6 @@ def count_matrix(
         for ent in gold - pred:
             counts[index[ent[2]], 2, d] += 1
     return counts
-
-
-def _ratio(num: numpy.ndarray[Any, Any], den: numpy.ndarray[Any, Any]) -> numpy.ndarray[Any, Any]:
-    out = numpy.zeros(numpy.broadcast(num, den).shape, dtype=float)
-    numpy.divide(num, den, out=out, where=den > 0)
-    return out
-
-
-def prf_arrays(summed: numpy.ndarray[Any, Any]) -> numpy.ndarray[Any, Any]:
-    """Counts of shape ``(rows, 3, *rest)`` (tp, fp, fn on axis 1) -> precision,
-    recall and F1 of shape ``(3, rows, *rest)``."""
-    tp, fp, fn = summed[:, 0], summed[:, 1], summed[:, 2]
-    p = _ratio(tp, tp + fp)
-    r = _ratio(tp, tp + fn)
-    f = _ratio(2 * tp, 2 * tp + fp + fn)  # = 2PR / (P + R), 0 when both are 0
-    return numpy.stack([p, r, f])
 
 
 def _with_overall(counts: numpy.ndarray[Any, Any]) -> numpy.ndarray[Any, Any]:

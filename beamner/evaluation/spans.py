@@ -24,6 +24,8 @@ import numpy
 from numpy.typing import NDArray
 from spacy.tokens import Doc
 
+from beamner.engine.settings import Normalize
+from beamner.evaluation.metrics import prf
 from beamner.probabilities.calibration import (
     brier_score,
     expected_calibration_error,
@@ -53,12 +55,6 @@ def calibration_summary(
         "n_p90": int(high.sum()),
         "reliability": reliability_table(p, y, n_bins),
     }
-
-
-def _prf(tp: int, n_pred: int, n_gold: int) -> dict[str, float]:
-    p = tp / n_pred if n_pred else 0.0
-    r = tp / n_gold if n_gold else 0.0
-    return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0}
 
 
 def span_metrics(
@@ -92,7 +88,7 @@ def span_metrics(
             probs.append(float(prob))
             correct.append(hit)
     report: dict[str, Any] = {
-        "spans": {**_prf(tp, n_pred, n_gold), "n_predicted": n_pred, "n_gold": n_gold},
+        "spans": {**prf(tp, n_pred - tp, n_gold - tp), "n_predicted": n_pred, "n_gold": n_gold},
         "predicted": calibration_summary(probs, correct, n_bins),
     }
     if candidates is not None:
@@ -149,7 +145,7 @@ def evaluate_spans(
     *,
     beam_width: int,
     beam_density: float,
-    normalize: str,
+    normalize: Normalize,
     label_map: dict[str, str] | None = None,
     n_bins: int = 10,
 ) -> dict[str, Any]:
@@ -186,28 +182,21 @@ class SpanStats:
     label_map: dict[str, str] | None = None
 
     def add(self, beam: Any, gold: set[Entity], label_map: dict[str, str] | None) -> None:
-        from beamner.probabilities.spans import SpanDistributions, span_group
+        from beamner.probabilities.spans import distributions_from_marginals, span_group
 
         self.label_map = label_map
-        labels = sorted({label for ents in beam.parses for _, _, label in ents})
-        column = {label: j for j, label in enumerate(labels)}
-        index: dict[tuple[int, int], int] = {}
-        cells: list[tuple[int, int, float]] = []
+        marginals: dict[Entity, float] = {}
         for prob, ents in zip(beam.probabilities, beam.parses):
-            for start, end, label in ents:
-                cells.append((index.setdefault((start, end), len(index)), column[label], prob))
-        dist = numpy.zeros((len(index), len(labels) + 1), dtype=numpy.float64)
-        for row, col, prob in cells:
-            dist[row, col] += prob
-        dist[:, -1] = numpy.maximum(0.0, 1.0 - dist[:, :-1].sum(axis=1))
-        spans = numpy.asarray(list(index), dtype=numpy.int32).reshape(-1, 2)
-        dists = SpanDistributions(beam.doc, tuple(labels), spans, dist)
+            for ent in ents:
+                marginals[ent] = marginals.get(ent, 0.0) + prob
+        labels = sorted({label for _, _, label in marginals})
+        dists = distributions_from_marginals(beam.doc, labels, marginals)
         group = span_group(dists, "_", allow_overlap=False)
         self.predicted.append(
             [(s.start, s.end, s.label_, float(p)) for s, p in zip(group, group.attrs["scores"])]
         )
         self.gold.append(gold)
-        self.candidates.append((spans, tuple(labels), dist))
+        self.candidates.append((dists.spans, dists.labels, dists.probabilities))
 
     def report(self, n_bins: int = 10) -> dict[str, Any]:
         return span_metrics(
