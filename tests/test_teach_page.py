@@ -88,7 +88,7 @@ def running(server: TeachServer) -> Iterator[str]:
     """A real uvicorn on a free port of 127.0.0.1, in a thread; stopped as by Ctrl-C."""
     sock = bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
-    uv = uvicorn_server(server)
+    uv = uvicorn_server(server, sock)
     thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -412,8 +412,9 @@ def test_bad_requests_get_4xx_and_the_server_carries_on(
             ("GET", "/nowhere", b"", 404, "Not Found"),
             ("GET", "/static/../app.py", b"", 404, "Not Found"),
         ]
+        json_type = {"Content-Type": "application/json"}
         for method, path, body, status, message in cases:
-            r = http.request(method, path, content=body)
+            r = http.request(method, path, content=body, headers=json_type)
             assert r.status_code == status, (path, body, r.text)
             assert message in r.json()["error"], (path, body, r.text)
         task = http.post("/api/next", json={"client": "a"}).json()["task"]
@@ -503,7 +504,8 @@ def test_cli_port_taken_is_a_clear_error(tmp_path: Path) -> None:
             ],
         )
     assert result.exit_code == 1
-    assert f"port {port} on 127.0.0.1 is already in use" in result.output
+    # What holds the port is named: this test's own process.
+    assert f"port {port} on 127.0.0.1 is in use by process {os.getpid()} (" in result.output
 
 
 def test_cli_serves_and_saves_on_ctrl_c(model_dir: Path, source: Path, tmp_path: Path) -> None:

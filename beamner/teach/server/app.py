@@ -22,12 +22,22 @@ State (:class:`TeachServer`), all behind one lock:
 
 Restarting with the same dataset file skips every task answered in it (by task
 hash, recomputed from each answer's text and spans) and carries on.
+
+Requests from other web pages are refused before any handler runs
+(:class:`RequestGuard`): the ``Host`` header must name this server (127.0.0.1,
+localhost, [::1] or the address it listens on, with its port: a DNS-rebinding
+page sends its own name), an ``Origin`` header, when sent, must be the
+server's own origin (a page on another port or site), POSTs must say
+``Content-Type: application/json`` (a ``text/plain`` POST needs no CORS
+preflight, so a foreign page could send one blind), and a request body over
+:data:`MAX_BODY` bytes is refused with 413 while it is read, never buffered.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import json
 import logging
 import os
@@ -36,7 +46,7 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +56,12 @@ from beamner.teach.session import TeachSession
 from beamner.teach.tasks import input_hash, task_hash
 
 __all__ = [
+    "MAX_BODY",
     "DatasetFile",
     "RequestError",
+    "RequestGuard",
     "TeachServer",
+    "allowed_hosts",
     "bind_socket",
     "make_app",
     "serve",
@@ -57,8 +70,12 @@ __all__ = [
 
 STATIC = Path(__file__).resolve().parent / "static"
 LOG = logging.getLogger("beamner.teach")
-_CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # fullmatch: "$" would let "c1\n" through
 DECISIONS = ("accept", "reject", "ignore")
+#: Largest request body accepted (the page's requests are well under 1 KB).
+MAX_BODY = 64 * 1024
+_LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
+_WILDCARD = ("0.0.0.0", "::", "")
 
 
 class RequestError(Exception):
@@ -89,11 +106,13 @@ def _answer_hashes(obj: dict[str, Any]) -> set[int]:
 
 class DatasetFile:
     """The answers JSONL file: existing answers are read (and validated) once;
-    new ones are appended and flushed one by one; the last answers can be
-    removed again (undo)."""
+    new ones are appended, flushed and (``fsync``, the default) synced to disk
+    one by one, so an acknowledged answer survives a power cut too; the last
+    answers can be removed again (undo)."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True) -> None:
         self.path = Path(path)
+        self.fsync = fsync
         self.answered: set[int] = set()
         self.n_previous = 0
         if self.path.exists():
@@ -125,12 +144,17 @@ class DatasetFile:
             self.n_previous += 1
 
     def append(self, answer: dict[str, Any]) -> tuple[int, int]:
-        """Write one answer line and flush it; its (offset, length) in bytes."""
+        """Write one answer line, flush and sync it; its (offset, length) in bytes."""
         line = (json.dumps(answer, ensure_ascii=False) + "\n").encode("utf-8")
         offset = self._f.tell()
         self._f.write(line)
-        self._f.flush()
+        self._sync()
         return offset, len(line)
+
+    def _sync(self) -> None:
+        self._f.flush()
+        if self.fsync:
+            os.fsync(self._f.fileno())
 
     def remove(self, offset: int, length: int) -> None:
         """Remove the line at ``offset`` (the last line: a truncate; otherwise the
@@ -140,6 +164,7 @@ class DatasetFile:
         if offset + length == size:
             self._f.truncate(offset)
             self._f.seek(offset)
+            self._sync()
             return
         data = self.path.read_bytes()
         tmp = self.path.with_name(self.path.name + ".undo")
@@ -168,11 +193,12 @@ class TeachServer:
         output: str | os.PathLike[str] | None = None,
         model_name: str = "",
         labels: list[str] | None = None,
+        fsync: bool = True,
     ) -> None:
         if update_every < 1 or save_every < 1:
             raise ValueError("update_every and save_every must be >= 1")
         self.session = session
-        self.dataset = DatasetFile(dataset)
+        self.dataset = DatasetFile(dataset, fsync=fsync)
         session.skip_hashes(self.dataset.answered)
         self.update_every = update_every
         self.save_every = save_every
@@ -187,6 +213,8 @@ class TeachServer:
         self._since_save = 0
         self._updater: threading.Thread | None = None
         self.n_saves = 0
+        #: Requests refused before reaching the API (foreign Host or Origin, not JSON, too big).
+        self.n_refused = 0
         self.last_update: dict[str, Any] | None = None
         self.last_error: str | None = None
         self.closed = False
@@ -195,7 +223,7 @@ class TeachServer:
 
     @staticmethod
     def check_client(client: Any) -> str:
-        if not isinstance(client, str) or not _CLIENT_ID.match(client):
+        if not isinstance(client, str) or not _CLIENT_ID.fullmatch(client):
             raise RequestError(400, "'client' must be 1-64 letters, digits, '-' or '_'")
         return client
 
@@ -218,8 +246,8 @@ class TeachServer:
         """Record an answer to a task shown to ``client``; the page's next task."""
         if decision not in DECISIONS:
             raise RequestError(400, f"'answer' must be one of {', '.join(DECISIONS)}")
-        if not isinstance(th, int) or isinstance(th, bool):
-            raise RequestError(400, "'task_hash' must be an integer")
+        if not isinstance(th, int) or isinstance(th, bool) or not 0 <= th < 2**53:
+            raise RequestError(400, "'task_hash' must be an integer in [0, 2**53)")
         with self._lock:
             self._check_open()
             shown = self._shown.get(client, [])
@@ -276,13 +304,25 @@ class TeachServer:
                 updating=updating,
                 update_every=self.update_every,
                 n_saves=self.n_saves,
+                n_refused=self.n_refused,
                 last_update=self.last_update,
                 last_error=self.last_error,
                 dataset=str(self.dataset.path),
                 model=self.model_name,
                 labels=self.labels,
             )
+        stream = self.session.stream
+        stats.update(  # skipped source lines: counted, the first ones shown on the page
+            n_bad_lines=stream.n_bad_lines,
+            bad_lines=[{"line": n, "reason": why} for n, why in list(stream.bad_lines)],
+        )
         return stats
+
+    def note_refused(self, status: int, why: str) -> None:
+        """Count (and log) a request the :class:`RequestGuard` refused."""
+        LOG.warning("refused a request (%d): %s", status, why)
+        with self._lock:
+            self.n_refused += 1
 
     def _check_open(self) -> None:
         if self.closed:
@@ -360,9 +400,203 @@ class TeachServer:
 
 # -- HTTP --------------------------------------------------------------------------------------
 
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
 
-def make_app(server: TeachServer) -> Any:
-    """The Starlette app: the page, its static files and the JSON API."""
+
+def _host_name(host: str) -> str:
+    """``host`` as a Host header spells it: IPv6 addresses in brackets, lower case."""
+    host = host.strip().lower()
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def allowed_hosts(host: str, extra: Iterable[str] = ()) -> frozenset[str]:
+    """Host names (without port) a server listening on ``host`` answers to: the
+    loopback names, ``host`` itself and ``extra``; for a wildcard address
+    (0.0.0.0, ::) also this machine's name. (Any IP address is accepted there
+    too, by :class:`RequestGuard`: DNS rebinding needs a name, not an address.)"""
+    names = {*_LOOPBACK, _host_name(host), *(_host_name(h) for h in extra if h.strip())}
+    if host in _WILDCARD:
+        names.add(_host_name(socket.gethostname()))
+    names.discard("")
+    return frozenset(names)
+
+
+def _split_host(value: str) -> tuple[str, int] | None:
+    """A Host header's (name, port); None if malformed. No port: 80 (plain HTTP)."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        name, bracket, rest = value.partition("]")
+        if not bracket:
+            return None
+        name += "]"
+    else:
+        name, _, port_text = value.partition(":")
+        rest = f":{port_text}" if _ else ""
+    if not rest:
+        return (name, 80) if name else None
+    port_text = rest[1:]
+    if not rest.startswith(":") or not port_text.isdigit() or len(port_text) > 5:
+        return None
+    return name, int(port_text)
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name[1:-1] if name.startswith("[") else name)
+    except ValueError:
+        return False
+    return True
+
+
+class RequestGuard:
+    """ASGI middleware in front of the app: only requests meant for this server,
+    from its own page, are let through (see the module docstring).
+
+    * ``Host`` missing or malformed: 400; naming another server: 403. Allowed:
+      ``names`` (see :func:`allowed_hosts`) with ``port``, and with ``any_ip``
+      (the server listens on a wildcard address) any IP address with ``port``.
+    * ``Origin`` present and not ``http://`` + the Host header: 403 (a page of
+      another site or another port of this machine).
+    * POST without ``Content-Type: application/json``: 415.
+    * A body over ``max_body`` bytes (any method but GET/HEAD): 413, from the
+      declared ``Content-Length`` before reading, or as soon as the chunks
+      read exceed it; the body is never held beyond ``max_body``.
+
+    Refusals close the connection, so an unread body is not drained either.
+    """
+
+    def __init__(
+        self,
+        app: Callable[[Scope, Receive, Send], Awaitable[None]],
+        *,
+        names: Iterable[str],
+        port: int,
+        any_ip: bool = False,
+        max_body: int = MAX_BODY,
+        on_refuse: Callable[[int, str], None] | None = None,
+    ) -> None:
+        self.app = app
+        self.on_refuse = on_refuse
+        self.names = frozenset(_host_name(n) for n in names)
+        self.port = port
+        self.any_ip = any_ip
+        self.max_body = max_body
+
+    def host_allowed(self, value: str) -> bool | None:
+        """True/False for a well-formed Host value; None if malformed."""
+        parsed = _split_host(value)
+        if parsed is None:
+            return None
+        name, port = parsed
+        return port == self.port and (name in self.names or (self.any_ip and _is_ip(name)))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def refuse(status: int, message: str) -> None:
+            if self.on_refuse is not None:
+                self.on_refuse(status, f"{scope['method']} {scope['path']}: {message}")
+            await _refuse(send, status, message)
+
+        headers: dict[str, str] = {}
+        for key, value in scope["headers"]:
+            name = key.decode("latin-1").lower()
+            if name in headers:  # a repeated Host, Origin, ...: ambiguous, refused below
+                headers[name] = "\x00"
+            else:
+                headers[name] = value.decode("latin-1")
+        host = headers.get("host")
+        ok = None if host is None else self.host_allowed(host)
+        if ok is None:
+            await refuse(400, "a Host header naming this server is required")
+            return
+        if not ok:
+            await refuse(
+                403,
+                f"Host {host!r} is not this server (requests for other names are refused: "
+                "DNS rebinding)",
+            )
+            return
+        assert host is not None
+        origin = headers.get("origin")
+        if origin is not None and origin.lower() != f"http://{host.strip().lower()}":
+            await refuse(403, f"requests from other pages ({origin}) are refused")
+            return
+        method = scope["method"]
+        if method in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        if method == "POST":
+            media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+            if media != "application/json":
+                await refuse(415, "POST bodies must be 'Content-Type: application/json'")
+                return
+        declared = headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or len(declared) > 18):
+            await refuse(400, "bad Content-Length")
+            return
+        if declared is not None and int(declared) > self.max_body:
+            await refuse(413, f"request body over {self.max_body} bytes")
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:  # read at most max_body (+ one chunk): never the whole of a huge body
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                await refuse(413, f"request body over {self.max_body} bytes")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _refuse(send: Send, status: int, message: str) -> None:
+    data = json.dumps({"error": message}).encode("utf-8")
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode("ascii")),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": data})
+
+
+def make_app(
+    server: TeachServer,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    allow_hosts: Iterable[str] = (),
+    max_body: int = MAX_BODY,
+) -> Any:
+    """The app for a server listening on ``host:port``: the page, its static files
+    and the JSON API, behind a :class:`RequestGuard` (Host names allowed:
+    :func:`allowed_hosts` of ``host`` and ``allow_hosts``)."""
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
@@ -374,7 +608,8 @@ def make_app(server: TeachServer) -> Any:
     async def body_of(request: Request) -> dict[str, Any]:
         try:
             body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            # ValueError: bad JSON, or an integer of more digits than Python converts.
             raise RequestError(400, "the request body must be JSON") from None
         if not isinstance(body, dict):
             raise RequestError(400, "the request body must be a JSON object")
@@ -426,7 +661,7 @@ def make_app(server: TeachServer) -> Any:
         yield
         await run_in_threadpool(server.close)
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/", index),
             Route("/api/next", api_next, methods=["POST"]),
@@ -442,39 +677,112 @@ def make_app(server: TeachServer) -> Any:
         },
         lifespan=lifespan,
     )
+    return RequestGuard(
+        app,
+        names=allowed_hosts(host, allow_hosts),
+        port=port,
+        any_ip=host.strip() in _WILDCARD,
+        max_body=max_body,
+        on_refuse=server.note_refused,
+    )
+
+
+def _listener_of(port: int) -> str | None:
+    """What listens on TCP ``port`` on this machine, if Linux's /proc tells:
+    'process PID (command line)', or None."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # local_address is ADDR:PORT in hex; state 0A is LISTEN; field 9 the inode.
+            if (
+                len(fields) > 9
+                and fields[3] == "0A"
+                and int(fields[1].rsplit(":", 1)[1], 16) == port
+            ):
+                inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return None
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fds = list((proc / "fd").iterdir())
+        except OSError:
+            continue  # another user's process, or gone
+        for fd in fds:
+            try:
+                if os.readlink(fd) in inodes:
+                    cmd = (
+                        (proc / "cmdline")
+                        .read_bytes()
+                        .replace(b"\0", b" ")
+                        .decode("utf-8", "replace")
+                    )
+                    cmd = cmd.strip()
+                    return f"process {proc.name} ({cmd[:120]}{'…' if len(cmd) > 120 else ''})"
+            except OSError:
+                continue
+    return "a process of another user"
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening socket on ``host:port`` (0: any free port), or an OSError
-    that says plainly what is wrong (a port in use, above all)."""
+    that says plainly what is wrong (a port in use: by what, if this machine
+    tells). SO_REUSEADDR: a restart right after a stop or a crash binds at once,
+    even while connections of the old server linger in TIME_WAIT."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
+    if os.name != "nt":  # on Windows SO_REUSEADDR would let two servers share a port
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen(128)
     except OSError as err:
         sock.close()
         if err.errno == errno.EADDRINUSE:
-            raise OSError(
-                f"port {port} on {host} is already in use (another beamner teach?); "
-                "choose another with --port"
-            ) from None
+            who = _listener_of(port)
+            taken = f"in use by {who}" if who else "in use"
+            raise OSError(f"port {port} on {host} is {taken}; choose another with --port") from None
         raise OSError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
-    sock.listen(128)
     return sock
 
 
-def uvicorn_server(server: TeachServer, *, log_level: str = "warning") -> Any:
-    """A ``uvicorn.Server`` for the app (HTTP only: no websockets needed)."""
+def uvicorn_server(
+    server: TeachServer,
+    sock: socket.socket,
+    *,
+    allow_hosts: Iterable[str] = (),
+    log_level: str = "warning",
+) -> Any:
+    """A ``uvicorn.Server`` for the app on ``sock`` (HTTP only: no websockets
+    needed); Host names allowed: see :func:`allowed_hosts`."""
     import uvicorn
 
-    config = uvicorn.Config(make_app(server), log_level=log_level, lifespan="on", ws="none")
+    host, port = sock.getsockname()[:2]
+    app = make_app(server, host=host, port=port, allow_hosts=allow_hosts)
+    config = uvicorn.Config(app, log_level=log_level, lifespan="on", ws="none")
     return uvicorn.Server(config)
 
 
-def serve(server: TeachServer, sock: socket.socket, *, log_level: str = "warning") -> None:
+def serve(
+    server: TeachServer,
+    sock: socket.socket,
+    *,
+    allow_hosts: Iterable[str] = (),
+    log_level: str = "warning",
+) -> None:
     """Run the app on ``sock`` with uvicorn until interrupted (Ctrl-C, SIGTERM);
     the lifespan's shutdown trains on pending answers and saves the model.
+    ``allow_hosts``: Host names the page may be reached by besides the loopback
+    names and the address listened on (e.g. the ``--host`` name as given).
     uvicorn raises a caught Ctrl-C again once it has shut down: that is the
     normal way out here, not an error."""
     with contextlib.suppress(KeyboardInterrupt):
-        uvicorn_server(server, log_level=log_level).run(sockets=[sock])
+        uvicorn_server(server, sock, allow_hosts=allow_hosts, log_level=log_level).run(
+            sockets=[sock]
+        )

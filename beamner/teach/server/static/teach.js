@@ -85,6 +85,21 @@ function showStats(stats) {
   $("dataset").title = stats.dataset;
   $("model").textContent = stats.model ? `model ${stats.model} · labels ${stats.labels.join(", ")}` : "";
   if (stats.last_error) say(stats.last_error, true);
+  showBadLines(stats);
+}
+
+// Source lines the server could not read (skipped; the rest is offered): count and first reasons.
+function showBadLines(stats) {
+  const box = $("bad-lines");
+  const n = stats.n_bad_lines || 0;
+  box.hidden = n === 0;
+  box.dataset.n = String(n);
+  if (!n) return;
+  const listed = (stats.bad_lines || []).map((b) => `line ${b.line}: ${b.reason}`);
+  const first = listed.slice(0, 3).join("; ");
+  const more = n > 3 ? "; …" : "";
+  box.textContent = `${n} bad source line${n === 1 ? "" : "s"} skipped (${first}${more})`;
+  box.title = listed.join("\n");
 }
 
 async function run(path, body, done) {
