@@ -163,13 +163,17 @@ class BeamnerEntityRecognizer(EntityRecognizer):  # type: ignore[misc]
         super().set_annotations(docs, best)
         settings = self.settings
         key = settings.spans_key
-        marginal = settings.decode == "marginal"
-        if not key and not marginal:
+        if not key and settings.decode == "best":
             return
         strings = self.vocab.strings
         for i, doc in enumerate(docs):
-            if marginal:
-                _set_marginal_ents(doc, entity_probabilities(batch, i, settings.temperature))
+            if settings.decode == "marginal":
+                marginals = entity_probabilities(batch, i, settings.temperature)
+                _set_ents(doc, marginal_entities(marginals), strings)
+            elif settings.decode == "precision":
+                probs = named_probabilities(batch, i, strings, settings)
+                threshold = settings.precision_threshold or 0.0
+                _set_ents(doc, _most_probable(probs, threshold), strings)
             if key and settings.spans_layout == "singlelabel":
                 doc.spans[key] = singlelabel_group(self, doc, batch, i, key, settings)
             elif key:
@@ -237,15 +241,35 @@ class NativeBeams(Sequence[Any]):
         return item
 
 
-def _set_marginal_ents(doc: Doc, marginals: dict[tuple[int, int, int], float]) -> None:
-    """``doc.ents``: every entity with marginal > 0.5 (they never overlap;
-    :mod:`beamner.probabilities.decoding`), the rest of the doc outside."""
-    kb_ids = {(e.start, e.end, e.label): e.kb_id for e in doc.ents}
-    spans = [
-        Span(doc, start, end, label=label, kb_id=kb_ids.get((start, end, label), 0))
-        for start, end, label in marginal_entities(marginals)
-    ]
+def _set_ents(doc: Doc, entities: Sequence[tuple[int, int, int | str]], strings: Any) -> None:
+    """``doc.ents``: ``entities`` (they do not overlap), the rest of the doc
+    outside; preset entities keep their ``kb_id``."""
+    kb_ids = {(e.start, e.end, e.label_): e.kb_id for e in doc.ents}
+    spans = []
+    for start, end, label in entities:
+        name = label if isinstance(label, str) else strings[label]
+        span = Span(doc, start, end, label=name, kb_id=kb_ids.get((start, end, name), 0))
+        spans.append(span)
     doc.set_ents(spans, default="outside")
+
+
+def _most_probable(
+    probabilities: dict[tuple[int, int, str], float], threshold: float
+) -> list[tuple[int, int, str]]:
+    """Entities with probability >= ``threshold`` (``decode="precision"``); where
+    two overlap (possible below 0.5, or with per-label maps) the more probable
+    is kept (ties: the earlier, then the label's name)."""
+    ranked = sorted(
+        ((p, key) for key, p in probabilities.items() if key[2] and p >= threshold),
+        key=lambda item: (-item[0], item[1]),
+    )
+    taken: set[int] = set()
+    kept = []
+    for _, (start, end, label) in ranked:
+        if taken.isdisjoint(range(start, end)):
+            taken.update(range(start, end))
+            kept.append((start, end, label))
+    return sorted(kept)
 
 
 def _attach_bounds(group: SpanGroup, batch: BeamBatch, doc_index: int) -> None:
@@ -303,6 +327,7 @@ def make_beamner_ner(
     normalize: Normalize,
     temperature: float,
     decode: Decode,
+    precision_threshold: float | None,
     fused: bool,
     span_threshold: float,
     spans_key: str | None,
@@ -327,6 +352,7 @@ def make_beamner_ner(
         normalize=normalize,
         temperature=temperature,
         decode=decode,
+        precision_threshold=precision_threshold,
         fused=fused,
         span_threshold=span_threshold,
         spans_key=spans_key,

@@ -296,6 +296,8 @@ def test_calibrate_lowers_ece_on_wnut_test(
         "0.0001",
         "--report",
         report_path,
+        "--method",
+        "temperature",
     )
     assert result.exit_code == 0, result.output
     report = json.loads(report_path.read_text())

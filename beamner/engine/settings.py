@@ -18,8 +18,8 @@ from typing import Any, Literal, get_args
 
 __all__ = [
     "CLI_NORMALIZE",
-    "DEFAULT_SPANS_KEY",
     "DECODE_MODES",
+    "DEFAULT_SPANS_KEY",
     "MAX_BEAM_WIDTH",
     "NORMALIZE_CHOICES",
     "SPANS_LAYOUTS",
@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 Normalize = Literal["none", "local"]
-Decode = Literal["best", "marginal"]
+Decode = Literal["best", "marginal", "precision"]
 SpansLayout = Literal["entities", "singlelabel"]
 
 #: ``"none"`` adds the model's raw scores (spaCy's beam, bit for bit);
@@ -39,7 +39,10 @@ SpansLayout = Literal["entities", "singlelabel"]
 #: parse's score is its log-probability under the model.
 NORMALIZE_CHOICES: tuple[str, ...] = get_args(Normalize)
 #: ``"best"``: ``doc.ents`` from the best parse (spaCy's); ``"marginal"``: every
-#: entity whose beam marginal exceeds 0.5 (:mod:`beamner.probabilities.decoding`).
+#: entity whose beam marginal exceeds 0.5 (:mod:`beamner.probabilities.decoding`);
+#: ``"precision"``: every entity whose calibrated probability is at least
+#: ``precision_threshold`` (certified by ``beamner threshold``), most probable
+#: first where two overlap.
 DECODE_MODES: tuple[str, ...] = get_args(Decode)
 #: ``doc.spans`` layouts: every candidate entity, or spancat_singlelabel's.
 SPANS_LAYOUTS: tuple[str, ...] = get_args(SpansLayout)
@@ -98,7 +101,8 @@ class BeamSettings:
     * ``temperature`` 1 and no ``calibration``: the model's own probabilities
       until ``beamner calibrate`` fits a map.
     * ``decode`` ``"best"``: spaCy's choice; marginal decoding lost F1 on a
-      beam-trained model (README).
+      beam-trained model (README). ``precision_threshold`` None: set by
+      ``beamner threshold`` with ``decode="precision"``.
     * ``fused`` True: the whole search natively from the precomputed lower
       layer; ``False`` scores each step through spaCy's step model (any ops).
     * ``span_threshold`` 0.1: the lowest probability kept in ``doc.spans``;
@@ -113,6 +117,7 @@ class BeamSettings:
     temperature: float = 1.0
     calibration: Mapping[str, Any] | None = None
     decode: Decode = "best"
+    precision_threshold: float | None = None
     fused: bool = True
     span_threshold: float = 0.1
     spans_key: str | None = None
@@ -144,6 +149,15 @@ class BeamSettings:
         if self.calibration is not None and not isinstance(self.calibration, Mapping):
             raise ValueError(f"calibration must be a mapping, got {self.calibration!r}")
         _check_choice("decode", self.decode, DECODE_MODES)
+        if self.precision_threshold is not None:
+            t = float(self.precision_threshold)
+            if not 0.0 <= t <= 1.0:
+                raise ValueError(f"precision_threshold must be in [0, 1], got {t}")
+            object.__setattr__(self, "precision_threshold", t)
+        elif self.decode == "precision":
+            raise ValueError(
+                'decode="precision" needs a precision_threshold (beamner threshold certifies one)'
+            )
         _check_choice("spans_layout", self.spans_layout, SPANS_LAYOUTS)
         threshold = float(self.span_threshold)
         if not 0.0 <= threshold <= 1.0:
