@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import functools
+import importlib
+from typing import Annotated, Any
 
 import typer
 
 from beamner.cli.options import (
+    DEFAULTS,
     NORMALIZE_DEFAULT,
     BatchSize,
     BeamDensity,
@@ -18,11 +21,41 @@ from beamner.cli.options import (
     Normalize,
     OptInt,
     OptPath,
+    Overwrite,
     Progress,
     SkipInvalid,
-    cluster_job,
-    fail,
+    user_errors,
 )
+
+ClusterTimeout = Annotated[
+    float,
+    typer.Option(
+        "--cluster-timeout",
+        min=0.1,
+        help="Seconds a --cluster scheduler has to accept and answer before the job gives up.",
+    ),
+]
+#: Skipped lines whose reason a command prints.
+REASONS_SHOWN = 10
+
+
+def _job(name: str, cluster: str | None, timeout: float) -> Any:
+    """``beamner.jobs.<name>``, or its ``beamner.cluster`` twin bound to ``cluster``."""
+    if cluster is None:
+        return getattr(importlib.import_module(f"beamner.jobs.{name}"), name)
+    job = getattr(importlib.import_module("beamner.cluster"), name)
+    return functools.partial(job, cluster=cluster, connect_timeout=timeout)
+
+
+def _report_invalid(summary: Any, input: str) -> list[str]:
+    """The summary's part on skipped lines, and a line for each of the first reasons."""
+    if not summary.n_invalid:
+        return []
+    lines = ", ".join(map(str, summary.invalid_lines[:REASONS_SHOWN]))
+    more = ", ..." if summary.n_invalid > REASONS_SHOWN else ""
+    for line in summary.invalid_lines[:REASONS_SHOWN]:
+        typer.echo(f"skipped {input}:{line}: {summary.reasons.get(line, 'invalid')}", err=True)
+    return [f"{summary.n_invalid} invalid lines skipped (lines {lines}{more})"]
 
 
 def annotate_cmd(
@@ -38,8 +71,8 @@ def annotate_cmd(
         float,
         typer.Option("--threshold", "-t", min=0.0, max=1.0, help="Keep spans with p >= this."),
     ] = 0.1,
-    beam_width: BeamWidth = 16,
-    beam_density: BeamDensity = 0.0001,
+    beam_width: BeamWidth = DEFAULTS.width,
+    beam_density: BeamDensity = DEFAULTS.density,
     batch_size: BatchSize = 64,
     gpu_id: GpuId = -1,
     fmt: Format = "auto",
@@ -48,18 +81,19 @@ def annotate_cmd(
         bool,
         typer.Option("--resume", help="Skip as many inputs as OUTPUT has lines; append."),
     ] = False,
+    overwrite: Overwrite = False,
     progress: Progress = None,
     normalize: Normalize = NORMALIZE_DEFAULT,
     cluster: Cluster = None,
+    cluster_timeout: ClusterTimeout = 15.0,
 ) -> None:
     """Annotate texts: JSONL with 'ents' (best parse) and 'spans' (candidates with scores).
 
-    Each output line keeps the input's keys. Streams with constant memory, flushes every batch.
+    Each output line keeps the input's keys. Streams with constant memory; the output is
+    written beside and renamed into place when the run ends.
     """
-    from beamner.jobs.annotate import annotate
-
-    try:
-        summary = cluster_job(annotate, cluster, "annotate")(
+    with user_errors():
+        summary = _job("annotate", cluster, cluster_timeout)(
             model,
             input,
             output,
@@ -71,19 +105,14 @@ def annotate_cmd(
             gpu_id=gpu_id,
             skip_invalid=skip_invalid,
             resume=resume,
+            overwrite=overwrite,
             progress=progress,
             normalize=normalize,
         )
-    except (ValueError, OSError, ImportError) as err:
-        fail(err)
-        return
     parts = [f"{summary.written} docs written"]
     if summary.skipped_resume:
         parts.append(f"{summary.skipped_resume} already in output (resumed)")
-    if summary.n_invalid:
-        lines = ", ".join(map(str, summary.invalid_lines[:10]))
-        more = ", ..." if summary.n_invalid > 10 else ""
-        parts.append(f"{summary.n_invalid} invalid lines skipped (lines {lines}{more})")
+    parts += _report_invalid(summary, input)
     typer.echo("; ".join(parts), err=True)
 
 
@@ -108,25 +137,25 @@ def rank_cmd(
         float,
         typer.Option("--threshold", "-t", min=0.0, max=1.0, help="Spans in a task: p >= this."),
     ] = 0.05,
-    beam_width: BeamWidth = 16,
-    beam_density: BeamDensity = 0.0001,
+    beam_width: BeamWidth = DEFAULTS.width,
+    beam_density: BeamDensity = DEFAULTS.density,
     batch_size: BatchSize = 64,
     gpu_id: GpuId = -1,
     fmt: Format = "auto",
     skip_invalid: SkipInvalid = False,
+    overwrite: Overwrite = False,
     progress: Progress = None,
     normalize: Normalize = NORMALIZE_DEFAULT,
     cluster: Cluster = None,
+    cluster_timeout: ClusterTimeout = 15.0,
 ) -> None:
     """Rank examples for annotation, most uncertain first (like Prodigy's ner.teach).
 
     Writes JSONL tasks with 'text', 'spans' (with 'score') and 'meta' ('score', 'entropy',
     'margin', 'uncertainty').
     """
-    from beamner.jobs.rank import rank
-
-    try:
-        summary = cluster_job(rank, cluster, "rank")(
+    with user_errors():
+        summary = _job("rank", cluster, cluster_timeout)(
             model,
             input,
             output,
@@ -140,13 +169,10 @@ def rank_cmd(
             batch_size=batch_size,
             gpu_id=gpu_id,
             skip_invalid=skip_invalid,
+            overwrite=overwrite,
             progress=progress,
             normalize=normalize,
         )
-    except (ValueError, OSError, ImportError) as err:
-        fail(err)
-        return
-    msg = f"{summary.written} tasks written"
-    if summary.n_invalid:
-        msg += f"; {summary.n_invalid} invalid lines skipped"
-    typer.echo(msg, err=True)
+    typer.echo(
+        "; ".join([f"{summary.written} tasks written", *_report_invalid(summary, input)]), err=True
+    )

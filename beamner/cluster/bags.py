@@ -4,40 +4,43 @@ partition for partition, in the input's order."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from beamner.cluster.workers import (
-    PipelineSpec,
-    annotate_records,
-    rank_records,
-    records_from_items,
+from beamner.cluster.workers import PipelineSpec, annotate_partition, rank_partition
+from beamner.io.records import records_from_items
+from beamner.jobs.runners import (
+    DEFAULT_SETTINGS,
+    AnnotateOptions,
+    Failure,
+    RankOptions,
+    check_batch_size,
 )
 
 __all__ = ["annotate_bag", "rank_bag"]
 
 
-def _annotate_partition(
-    items: Any, spec: PipelineSpec, threshold: float, batch_size: int
-) -> list[dict[str, Any]]:
-    import json
+def _failed(failure: Failure) -> ValueError:
+    return ValueError(f"item {failure.line} of a partition: {failure.reason}")
 
-    lines = annotate_records(spec, records_from_items(list(items)), threshold, batch_size)
-    return [json.loads(line) for line in lines]
+
+def _annotate_partition(
+    items: Any, spec: PipelineSpec, options: AnnotateOptions, batch_size: int
+) -> list[dict[str, Any]]:
+    out = []
+    for result in annotate_partition(spec, options, records_from_items(items), batch_size):
+        if isinstance(result, Failure):
+            raise _failed(result)
+        out.append(json.loads(result))
+    return out
 
 
 def _rank_partition(
-    items: Any,
-    spec: PipelineSpec,
-    strategy: str,
-    unit: str,
-    threshold: float,
-    batch_size: int,
+    items: Any, spec: PipelineSpec, options: RankOptions, batch_size: int
 ) -> list[dict[str, Any]]:
-    import json
-
-    tasks = rank_records(
-        spec, records_from_items(list(items)), strategy, unit, threshold, None, batch_size
-    )
+    tasks, failures = rank_partition(spec, options, records_from_items(items), batch_size)
+    if failures:
+        raise _failed(failures[0])
     return [json.loads(line) for _, line in tasks]
 
 
@@ -45,8 +48,8 @@ def annotate_bag(
     bag: Any,
     model: str,
     *,
-    beam_width: int = 16,
-    beam_density: float = 0.0001,
+    beam_width: int = DEFAULT_SETTINGS.width,
+    beam_density: float = DEFAULT_SETTINGS.density,
     threshold: float = 0.1,
     batch_size: int = 64,
     gpu_id: int = -1,
@@ -58,12 +61,10 @@ def annotate_bag(
     ``batch_size``; the scores equal the single-machine run's when partitions are
     multiples of ``batch_size`` (``bag.repartition`` or ``db.from_sequence(...,
     partition_size=k * batch_size)``)."""
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    options = AnnotateOptions(threshold)
+    check_batch_size(batch_size)
     spec = PipelineSpec(str(model), "annotate", beam_width, beam_density, gpu_id, normalize)
-    return bag.map_partitions(_annotate_partition, spec, threshold, batch_size)
+    return bag.map_partitions(_annotate_partition, spec, options, batch_size)
 
 
 def rank_bag(
@@ -72,8 +73,8 @@ def rank_bag(
     *,
     strategy: str = "uncertainty",
     unit: str = "doc",
-    beam_width: int = 16,
-    beam_density: float = 0.0001,
+    beam_width: int = DEFAULT_SETTINGS.width,
+    beam_density: float = DEFAULT_SETTINGS.density,
     threshold: float = 0.05,
     batch_size: int = 64,
     gpu_id: int = -1,
@@ -83,11 +84,7 @@ def rank_bag(
     order, each with ``meta.score`` (its ``meta.line`` counts within the partition:
     give items an id key to find them again). Order them with the engine, e.g.
     ``bag.topk(100, key=lambda t: t["meta"]["score"])``."""
-    from beamner.jobs.rank import STRATEGIES
-
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-    if unit not in ("doc", "entity"):
-        raise ValueError(f"unit must be 'doc' or 'entity', got {unit!r}")
+    options = RankOptions(strategy, unit, threshold)
+    check_batch_size(batch_size)
     spec = PipelineSpec(str(model), "rank", beam_width, beam_density, gpu_id, normalize)
-    return bag.map_partitions(_rank_partition, spec, strategy, unit, threshold, batch_size)
+    return bag.map_partitions(_rank_partition, spec, options, batch_size)

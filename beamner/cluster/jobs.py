@@ -1,26 +1,31 @@
 """``annotate`` and ``rank`` over a record file on a Dask cluster.
 
-The client reads the input (so bad lines are reported as in the single-machine
-jobs, ``path:line:``), cuts the records into partitions of
-``partition_size`` (a multiple of ``batch_size``, so every batch the engine
-sees is the one :func:`beamner.jobs.annotate` would make) and keeps a bounded
-window of partitions in flight. Each finished partition is written whole to
-``<output>.parts/part-NNNNNN.jsonl`` (a temporary file renamed into place), so:
+The client checks the output (:mod:`beamner.io.atomic`), opens the input, and
+reads it (so bad lines are reported as in the single-machine jobs,
+``path:line:``), cuts the records into partitions of ``partition_size`` (a
+multiple of ``batch_size``, so every batch the engine sees is the one
+:func:`beamner.jobs.annotate` would make) and keeps a bounded window of
+partitions in flight. The workers run the single-machine jobs' own
+:class:`~beamner.jobs.runners.Annotator` / :class:`~beamner.jobs.runners.Ranker`
+on them. Each finished partition is written whole to
+``<output>.parts/part-NNNNNN.jsonl`` (atomically), so:
 
 * a worker that dies mid-partition loses nothing: Dask runs the partition again
   on another worker, and the part file is written once, whole, under its index
   (a partition computed twice writes the same name with the same bytes);
 * an interrupted job (client killed, a task that kept failing) resumes with
   ``resume=True``: partitions with a part file are not sent again;
-* at the end the parts are concatenated in input order into ``<output>``
-  (written to a temporary file, then renamed), and the parts directory removed.
+* at the end the parts are merged in input order into ``<output>`` (written
+  beside it, then renamed), and the parts directory removed.
 
+A bad record (without ``skip_invalid``) stops the job as on one machine: the
+output gets the lines before it if it did not exist before; an output that
+existed is left as it was and the finished parts are kept for ``resume``.
 Without an output file, results go to stdout in input order as they become
 contiguous (no parts, no resume)."""
 
 from __future__ import annotations
 
-import heapq
 import importlib
 import json
 import os
@@ -28,21 +33,39 @@ import shutil
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from beamner.cluster.engine import connect
-from beamner.cluster.workers import PipelineSpec, annotate_records, rank_records
+from beamner.cluster.engine import DEFAULT_CONNECT_TIMEOUT, connect
+from beamner.cluster.workers import (
+    PipelineSpec,
+    annotate_partition,
+    rank_partition,
+    worker_max_length,
+)
+from beamner.io.atomic import OutputError, atomic_file, atomic_write_text, check_output
 from beamner.io.records import (
-    InputError,
     Record,
     RunSummary,
-    _count_and_repair_output,
-    chunks,
+    UntilBadLine,
+    batched,
+    complete_lines,
+    copy_head,
     count_records,
+    jsonl_output,
     progress_bar,
     read_records,
-    skip,
+)
+from beamner.jobs.annotate import stop_state
+from beamner.jobs.runners import (
+    DEFAULT_SETTINGS,
+    AnnotateOptions,
+    Failure,
+    RankOptions,
+    skip_done,
+    stopped_at,
+    top_k,
 )
 
 __all__ = ["annotate", "rank"]
@@ -75,47 +98,50 @@ def _partition_size(batch_size: int, partition_size: int | None) -> int:
     return partition_size
 
 
+def _params(spec: PipelineSpec, input: str | os.PathLike[str], **job: Any) -> dict[str, Any]:
+    """What a parts directory was made with (a resume must match it)."""
+    source = os.path.abspath(input) if str(input) != "-" else "-"
+    return {**spec.__dict__, "input": source, **job}
+
+
 class _Parts:
     """``<output>.parts/``: the job's manifest and one file per finished partition.
 
-    ``appends`` (annotate): the output keeps its first ``already`` lines (a resumed
-    single-machine output) and the parts are appended to them."""
+    ``already``: the lines of the existing output kept ahead of the parts (an
+    annotate job resumed from a single-machine output)."""
 
-    def __init__(self, output: Path, params: dict[str, Any], resume: bool, appends: bool) -> None:
+    def __init__(self, output: Path, params: dict[str, Any], resume: bool) -> None:
         self.output = output
         self.dir = output.with_name(output.name + ".parts")
-        manifest_path = self.dir / _MANIFEST
-        if self.dir.exists():
-            if not manifest_path.exists():
-                raise ValueError(f"{self.dir} exists and is not a beamner parts directory")
-            if resume:
-                found = json.loads(manifest_path.read_text(encoding="utf-8"))
-                if found.get("params") != params:
-                    raise ValueError(
-                        f"{self.dir} was written by a job with other settings "
-                        f"({found.get('params')}); rerun those, or without --resume"
-                    )
-                self.already = int(found["already"])
-                if not appends:
-                    return
-                have = _count_and_repair_output(output)
-                if have == self.already:
-                    return
-                in_parts = sum(_count_lines(self.path(i)) for i in self.indices())
-                if have != self.already + in_parts:
-                    raise ValueError(
-                        f"{output} has {have} lines, its parts directory expects "
-                        f"{self.already}: remove {self.dir} and rerun with --resume"
-                    )
-                # The last run's merge was renamed into place; only the cleanup was missed.
-            shutil.rmtree(self.dir)
-        self.dir.mkdir(parents=True)
+        self.params = params
         self.already = 0
-        if resume and appends:  # as the single-machine job: skip as many inputs as lines
-            self.already = _count_and_repair_output(output)
-        self._write_atomic(
-            manifest_path, json.dumps({"params": params, "already": self.already}) + "\n"
-        )
+        self.resumed = False
+        self.created = False
+        manifest = self.dir / _MANIFEST
+        if not self.dir.exists():
+            return
+        if not manifest.is_file():
+            raise OutputError(f"{self.dir} exists and was not written by beamner; move it away")
+        if not resume:
+            shutil.rmtree(self.dir)  # beamner's own leftovers of an earlier run
+            return
+        found = json.loads(manifest.read_text(encoding="utf-8"))
+        if found.get("params") != params:
+            raise ValueError(
+                f"{self.dir} was written by a job with other settings "
+                f"({found.get('params')}); rerun those, or without --resume"
+            )
+        self.already = int(found["already"])
+        self.resumed = True
+
+    def start(self, already: int) -> None:
+        if self.resumed:
+            return
+        self.dir.mkdir(parents=True)
+        self.created = True
+        self.already = already
+        manifest = {"params": self.params, "already": already}
+        atomic_write_text(self.dir / _MANIFEST, json.dumps(manifest) + "\n")
 
     def path(self, index: int) -> Path:
         return self.dir / f"part-{index:06d}.jsonl"
@@ -124,25 +150,38 @@ class _Parts:
         return self.path(index).exists()
 
     def write(self, index: int, text: str) -> None:
-        self._write_atomic(self.path(index), text)
+        atomic_write_text(self.path(index), text)
 
-    def indices(self) -> list[int]:
-        found = sorted(int(p.stem[5:]) for p in self.dir.glob("part-*.jsonl"))
-        if found != list(range(len(found))):
-            raise ValueError(f"{self.dir}: parts missing between 0 and {found[-1]}")
-        return found
+    def read(self, index: int) -> str:
+        if not self.done(index):
+            raise ValueError(f"{self.dir}: part {index} is missing; rerun without --resume")
+        return self.path(index).read_text(encoding="utf-8")
+
+    def merge(self, n: int, tail: str = "") -> None:
+        """``output`` = its first ``already`` lines + parts ``0..n-1`` + ``tail``,
+        renamed into place; then the parts are removed. Merging again gives the
+        same file (a crash between the rename and the removal is harmless)."""
+        with atomic_file(self.output, "wb") as dst:
+            if self.already:
+                have, nbytes = complete_lines(self.output, self.already)
+                if have < self.already:
+                    raise ValueError(
+                        f"{self.output} has {have} lines, its parts directory expects "
+                        f"{self.already}: remove {self.dir} and rerun"
+                    )
+                copy_head(self.output, nbytes, dst)
+            for index in range(n):
+                dst.write(self.read(index).encode("utf-8"))
+            dst.write(tail.encode("utf-8"))
+        self.remove()
 
     def remove(self) -> None:
-        shutil.rmtree(self.dir)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
-    @staticmethod
-    def _write_atomic(path: Path, text: str) -> None:
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+    def drop_if_empty(self) -> None:
+        """Remove a parts directory this run made and wrote no part to."""
+        if self.created and not any(self.dir.glob("part-*.jsonl")):
+            self.remove()
 
 
 class _InOrder:
@@ -151,14 +190,33 @@ class _InOrder:
     def __init__(self, out: IO[str]) -> None:
         self.out = out
         self.next = 0
+        self.lines = 0
         self.waiting: dict[int, str] = {}
 
     def write(self, index: int, text: str) -> None:
         self.waiting[index] = text
         while self.next in self.waiting:
-            self.out.write(self.waiting.pop(self.next))
-            self.out.flush()
+            self.write_now(self.waiting.pop(self.next))
             self.next += 1
+
+    def write_now(self, text: str) -> None:
+        self.out.write(text)
+        self.out.flush()
+        self.lines += text.count("\n")
+
+
+@dataclass
+class _Stop:
+    """The earliest record a job stopped at: its partition, the failure, and the
+    partition's lines before it."""
+
+    index: int | None = None
+    error: str = ""
+    lines: str = ""
+
+    def at(self, index: int, error: str, lines: str) -> None:
+        if self.index is None or index < self.index:
+            self.index, self.error, self.lines = index, error, lines
 
 
 def _run_partitions(
@@ -194,17 +252,6 @@ def _run_partitions(
         collect_one()
 
 
-def _partitions(
-    records: Iterator[Record], size: int, errors: list[InputError]
-) -> Iterator[tuple[int, list[Record]]]:
-    for index, (chunk, error) in enumerate(chunks(records, size)):
-        if chunk:
-            yield index, chunk
-        if error is not None:
-            errors.append(error)
-            return
-
-
 def annotate(
     model: str | os.PathLike[str],
     input: str | os.PathLike[str],
@@ -212,119 +259,142 @@ def annotate(
     *,
     cluster: Any = "local[2]",
     fmt: str = "auto",
-    beam_width: int = 16,
-    beam_density: float = 0.0001,
+    beam_width: int = DEFAULT_SETTINGS.width,
+    beam_density: float = DEFAULT_SETTINGS.density,
     threshold: float = 0.1,
     batch_size: int = 64,
     partition_size: int | None = None,
     gpu_id: int = -1,
     skip_invalid: bool = False,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool | None = None,
     normalize: str | None = None,
     retries: int = 1,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
 ) -> RunSummary:
     """:func:`beamner.jobs.annotate` on a Dask cluster: the same JSONL, byte for
-    byte, in input order. ``cluster``: a ``distributed.Client``, a scheduler
-    address or file, or ``local[N]``. ``partition_size`` (default ``16 *
-    batch_size``) docs go to a worker at a time. ``resume`` continues an
-    interrupted run from its parts (or, with none, skips as many inputs as
-    ``output`` has lines, as the single-machine job does)."""
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    byte, in input order, under the same output policy. ``cluster``: a
+    ``distributed.Client``, a scheduler address or file, or ``local[N]``
+    (``connect_timeout``: seconds a scheduler has to answer).
+    ``partition_size`` (default ``16 * batch_size``) docs go to a worker at a
+    time. ``resume`` continues an interrupted run from its parts (or, with
+    none, skips as many inputs as ``output`` has lines, as the single-machine
+    job does)."""
+    options = AnnotateOptions(threshold)
     size = _partition_size(batch_size, partition_size)
     spec = PipelineSpec(_model_name(model), "annotate", beam_width, beam_density, gpu_id, normalize)
-    params = {
-        **spec.__dict__,
-        "input": os.path.abspath(input) if str(input) != "-" else "-",
-        "fmt": fmt,
-        "threshold": threshold,
-        "batch_size": batch_size,
-        "partition_size": size,
-        "skip_invalid": skip_invalid,
-    }
-    summary = RunSummary()
-    sink: _Parts | _InOrder
-    if output is None or str(output) == "-":
-        if resume:
-            raise ValueError("--resume needs an --output file")
-        sink = _InOrder(sys.stdout)
-        already = 0
-    else:
-        sink = _Parts(Path(output), params, resume, appends=True)
-        already = sink.already
-    summary.skipped_resume = already
-    errors: list[InputError] = []
-    records = skip(
-        read_records(input, fmt, skip_invalid=skip_invalid, invalid=summary.invalid_lines),
-        already,
+    target = check_output(output, [input], overwrite=overwrite, resume=resume)
+    if resume and target is None:
+        raise ValueError("--resume needs an --output file")
+    params = _params(
+        spec,
+        input,
+        fmt=fmt,
+        threshold=threshold,
+        batch_size=batch_size,
+        partition_size=size,
+        skip_invalid=skip_invalid,
     )
+    summary = RunSummary()
+    records = read_records(input, fmt, skip_invalid=skip_invalid, on_invalid=summary.add_invalid)
+    existed = target is not None and target.exists()
     total = count_records(input, fmt) if progress is not False else None
-    bar = progress_bar(None if total is None else max(total - already, 0), progress, "annotate")
     job = uuid.uuid4().hex[:8]
+    stop = _Stop()
+    cut: set[int] = set()  # the partition a bad line cut short (never a part: not whole)
+    tails: dict[int, str] = {}
+    n_partitions = 0
+    with connect(cluster, timeout=connect_timeout) as client:
+        parts = _Parts(target, params, resume) if target is not None else None
+        sink = parts if parts is not None else _InOrder(sys.stdout)
+        already = complete_lines(target)[0] if resume and target is not None else 0
+        if parts is not None:
+            parts.start(already)
+            already = parts.already
+        summary.skipped_resume = already
+        max_length = None
+        if already and skip_invalid:  # records over max_length made no line
+            max_length = client.submit(worker_max_length, spec, pure=False).result()
+        stream = UntilBadLine(skip_done(records, already, max_length))
+        bar = progress_bar(None if total is None else max(total - already, 0), progress, "annotate")
 
-    def todo() -> Iterator[tuple[int, list[Record]]]:
-        for index, chunk in _partitions(records, size, errors):
-            if isinstance(sink, _Parts) and sink.done(index):
-                summary.skipped_resume += len(chunk)
-                bar.update(len(chunk))
-                continue
-            yield index, chunk
+        def todo() -> Iterator[tuple[int, list[Record]]]:
+            nonlocal n_partitions
+            for index, chunk in enumerate(batched(stream, size)):
+                if stop.index is not None:
+                    return
+                n_partitions = index + 1
+                if stream.error is not None:
+                    cut.add(index)
+                elif parts is not None and parts.done(index):
+                    summary.skipped_resume += len(chunk)
+                    bar.update(len(chunk))
+                    continue
+                yield index, chunk
 
-    def finished(index: int, lines: list[str], n: int) -> None:
-        sink.write(index, "".join(lines))
-        summary.written += n
-        bar.update(n)
+        def finished(index: int, results: list[str | Failure], n: int) -> None:
+            lines: list[str] = []
+            for result in results:
+                if isinstance(result, str):
+                    lines.append(result)
+                elif skip_invalid:
+                    summary.add_invalid(result.line, result.reason)
+                else:
+                    stop.at(index, f"{input}:{result.line}: {result.reason}", "".join(lines))
+                    return
+            summary.written += len(lines)
+            bar.update(n)
+            if index in cut and parts is not None:
+                tails[index] = "".join(lines)
+            else:
+                sink.write(index, "".join(lines))
 
-    try:
-        with connect(cluster) as client:
+        try:
             _run_partitions(
                 client,
                 todo(),
                 lambda index, chunk: client.submit(
-                    annotate_records,
+                    annotate_partition,
                     spec,
+                    options,
                     chunk,
-                    threshold,
                     batch_size,
                     key=f"beamner-annotate-{job}-{index:06d}",
                     retries=retries,
                 ),
                 finished,
             )
-    finally:
-        bar.close()
-    if isinstance(sink, _Parts):
-        _merge_annotations(sink, already)
-    if errors:
-        written = summary.skipped_resume + summary.written
-        raise InputError(
-            f"{errors[0]} ({written} docs are in the output; fix the line and rerun "
-            "with --resume, or use --skip-invalid)"
-        ) from None
-    return summary
-
-
-def _count_lines(path: Path) -> int:
-    with open(path, "rb") as f:
-        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
-
-
-def _merge_annotations(parts: _Parts, already: int) -> None:
-    """``output`` = its first ``already`` lines + every part in order, renamed into place."""
-    out = parts.output
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.merging")
-    with open(tmp, "wb") as dst:
-        if already:
-            with open(out, "rb") as src:
-                shutil.copyfileobj(src, dst)
-        for index in parts.indices():
-            with open(parts.path(index), "rb") as src:
-                shutil.copyfileobj(src, dst)
-        dst.flush()
-        os.fsync(dst.fileno())
-    os.replace(tmp, out)
-    parts.remove()
+        except BaseException:
+            if parts is not None:
+                parts.drop_if_empty()
+            raise
+        finally:
+            bar.close()
+    if stop.index is None and stream.error is None:
+        if parts is not None:
+            parts.merge(n_partitions)
+        return summary
+    if stop.index is not None:
+        error, good, tail = stop.error, stop.index, stop.lines
+    else:
+        error, good, tail = str(stream.error), n_partitions - len(tails), "".join(tails.values())
+    if parts is None:
+        assert isinstance(sink, _InOrder) and sink.next == good
+        sink.write_now(tail)
+        summary.written = sink.lines
+        raise stopped_at(error, *stop_state(None, False, False, summary))
+    if not existed:
+        summary.skipped_resume, summary.written = 0, 0
+        if already or good or tail:
+            parts.merge(good, tail)
+            summary.written = complete_lines(parts.output)[0]
+        else:
+            parts.remove()
+        raise stopped_at(error, *stop_state(parts.output, False, resume, summary))
+    parts.drop_if_empty()
+    kept = f"; the finished partitions are kept in {parts.dir}" if parts.dir.exists() else ""
+    raise stopped_at(error, f"{parts.output} is left as it was{kept}", " with --resume")
 
 
 def rank(
@@ -337,126 +407,125 @@ def rank(
     strategy: str = "uncertainty",
     unit: str = "doc",
     top: int | None = None,
-    beam_width: int = 16,
-    beam_density: float = 0.0001,
+    beam_width: int = DEFAULT_SETTINGS.width,
+    beam_density: float = DEFAULT_SETTINGS.density,
     threshold: float = 0.05,
     batch_size: int = 64,
     partition_size: int | None = None,
     gpu_id: int = -1,
     skip_invalid: bool = False,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool | None = None,
     normalize: str | None = None,
     retries: int = 1,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
 ) -> RunSummary:
     """:func:`beamner.jobs.rank` on a Dask cluster: the same tasks in the same order,
-    byte for byte. Each partition sends back its scored tasks (with ``top``, only its
-    best ``top``); the client sorts them (score, then input order) at the end."""
-    from beamner.jobs.rank import STRATEGIES
-
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-    if unit not in ("doc", "entity"):
-        raise ValueError(f"unit must be 'doc' or 'entity', got {unit!r}")
-    if top is not None and top < 1:
-        raise ValueError(f"top must be >= 1, got {top}")
+    byte for byte, under the same output policy. Each partition sends back its
+    scored tasks (with ``top``, only its best ``top``); the client keeps the best
+    (:func:`~beamner.jobs.runners.top_k`) at the end. A bad record stops the job
+    with nothing written; the finished parts stay for ``resume``."""
+    options = RankOptions(strategy, unit, threshold, top)
     size = _partition_size(batch_size, partition_size)
     spec = PipelineSpec(_model_name(model), "rank", beam_width, beam_density, gpu_id, normalize)
-    params = {
-        **spec.__dict__,
-        "input": os.path.abspath(input) if str(input) != "-" else "-",
-        "fmt": fmt,
-        "strategy": strategy,
-        "unit": unit,
-        "top": top,
-        "threshold": threshold,
-        "batch_size": batch_size,
-        "partition_size": size,
-        "skip_invalid": skip_invalid,
-    }
+    target = check_output(output, [input], overwrite=overwrite, resume=resume)
+    if resume and target is None:
+        raise ValueError("--resume needs an --output file")
+    params = _params(
+        spec,
+        input,
+        fmt=fmt,
+        strategy=strategy,
+        unit=unit,
+        top=top,
+        threshold=threshold,
+        batch_size=batch_size,
+        partition_size=size,
+        skip_invalid=skip_invalid,
+    )
     summary = RunSummary()
-    parts: _Parts | None = None
-    if output is None or str(output) == "-":
-        if resume:
-            raise ValueError("--resume needs an --output file")
-    else:
-        parts = _Parts(Path(output), params, resume, appends=False)
+    records = read_records(input, fmt, skip_invalid=skip_invalid, on_invalid=summary.add_invalid)
+    stream = UntilBadLine(records)
     in_memory: dict[int, list[tuple[float, str]]] = {}
-    errors: list[InputError] = []
-    records = read_records(input, fmt, skip_invalid=skip_invalid, invalid=summary.invalid_lines)
+    stop = _Stop()
     total = count_records(input, fmt) if progress is not False else None
-    bar = progress_bar(total, progress, "rank")
     job = uuid.uuid4().hex[:8]
+    n_partitions = 0
+    with connect(cluster, timeout=connect_timeout) as client:
+        parts = _Parts(target, params, resume) if target is not None else None
+        if parts is not None:
+            parts.start(0)
+        bar = progress_bar(total, progress, "rank")
 
-    def todo() -> Iterator[tuple[int, list[Record]]]:
-        for index, chunk in _partitions(records, size, errors):
-            if parts is not None and parts.done(index):
-                bar.update(len(chunk))
-                continue
-            yield index, chunk
+        def todo() -> Iterator[tuple[int, list[Record]]]:
+            nonlocal n_partitions
+            for index, chunk in enumerate(batched(stream, size)):
+                if stop.index is not None or stream.error is not None:
+                    return  # the job stops: nothing is written
+                n_partitions = index + 1
+                if parts is not None and parts.done(index):
+                    bar.update(len(chunk))
+                    continue
+                yield index, chunk
 
-    def finished(index: int, tasks: list[tuple[float, str]], n: int) -> None:
-        if parts is None:
-            in_memory[index] = tasks
-        else:
-            parts.write(index, "".join(f"{score!r}\t{line}" for score, line in tasks))
-        bar.update(n)
+        def finished(index: int, result: Any, n: int) -> None:
+            tasks, failures = result
+            if failures and not skip_invalid:
+                stop.at(index, f"{input}:{failures[0].line}: {failures[0].reason}", "")
+                return
+            for failure in failures:
+                summary.add_invalid(failure.line, failure.reason)
+            bar.update(n)
+            if parts is None:
+                in_memory[index] = tasks
+            else:
+                parts.write(index, "".join(f"{score!r}\t{line}" for score, line in tasks))
 
-    try:
-        with connect(cluster) as client:
+        try:
             _run_partitions(
                 client,
                 todo(),
                 lambda index, chunk: client.submit(
-                    rank_records,
+                    rank_partition,
                     spec,
+                    options,
                     chunk,
-                    strategy,
-                    unit,
-                    threshold,
-                    top,
                     batch_size,
                     key=f"beamner-rank-{job}-{index:06d}",
                     retries=retries,
                 ),
                 finished,
             )
-    finally:
-        bar.close()
-    if errors:
-        raise errors[0]
+        except BaseException:
+            if parts is not None:
+                parts.drop_if_empty()
+            raise
+        finally:
+            bar.close()
+    if stop.index is not None or stream.error is not None:
+        error = stop.error if stop.index is not None else str(stream.error)
+        kept = ""
+        if parts is not None:
+            parts.drop_if_empty()
+            if parts.dir.exists():
+                kept = f"; the finished partitions are kept in {parts.dir} for resume"
+        raise stopped_at(error, f"nothing was written{kept}")
 
     def scored() -> Iterator[tuple[float, str]]:
-        if parts is None:
-            for index in sorted(in_memory):
+        for index in range(n_partitions):
+            if parts is None:
                 yield from in_memory[index]
-            return
-        for index in parts.indices():
-            with open(parts.path(index), encoding="utf-8") as f:
-                for row in f:
-                    score, line = row.split("\t", 1)
-                    yield float(score), line
+                continue
+            for row in parts.read(index).splitlines(keepends=True):
+                score, line = row.split("\t", 1)
+                yield float(score), line
 
-    # As beamner.jobs.rank: (score, -counter) in a heap bounded by top; ties in input order.
-    heap: list[tuple[float, int, str]] = []
-    for counter, (score, line) in enumerate(scored()):
-        item = (score, -counter, line)
-        if top is None or len(heap) < top:
-            heapq.heappush(heap, item)
-        else:
-            heapq.heappushpop(heap, item)
-    ordered = [line for _, _, line in sorted(heap, key=lambda item: (-item[0], -item[1]))]
-    summary.written = len(ordered)
-    if parts is None:
-        sys.stdout.writelines(ordered)
-        sys.stdout.flush()
-        return summary
-    out = parts.output
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.merging")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(ordered)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, out)
-    parts.remove()
+    best = top_k(scored(), top)
+    with jsonl_output(target) as out:
+        for _, line in best:
+            out.write_line(line)
+    summary.written = len(best)
+    if parts is not None:
+        parts.remove()
     return summary

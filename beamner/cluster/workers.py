@@ -1,16 +1,16 @@
 """What runs on a Dask worker: one loaded pipeline per worker process, and the
-functions that turn a partition of records into output lines.
+functions that turn a partition of records into results.
 
 The functions are plain module-level functions (Dask pickles them by
 reference), so a worker imports beamner and loads the pipeline the first time
 a partition of a job reaches it; every later partition of any job with the
 same :class:`PipelineSpec` reuses it. A restarted worker (after a crash)
-loads it again on its first partition."""
+loads it again on its first partition. The work on each batch is the
+single-machine job's own (:class:`~beamner.jobs.runners.Annotator`,
+:class:`~beamner.jobs.runners.Ranker`), on the same batches."""
 
 from __future__ import annotations
 
-import heapq
-import json
 import os
 import threading
 from dataclasses import dataclass
@@ -18,17 +18,27 @@ from typing import Any
 
 from spacy.language import Language
 
-from beamner.io.records import Record, batched
+from beamner.io.records import Record, batched, json_line
+from beamner.jobs.runners import (
+    AnnotateOptions,
+    Annotator,
+    BatchRunner,
+    Failure,
+    Ranker,
+    RankOptions,
+    check_beam,
+    job_settings,
+    top_k,
+)
 
 __all__ = [
     "PipelineSpec",
-    "annotate_records",
+    "annotate_partition",
     "loads_in_this_process",
-    "rank_records",
+    "rank_partition",
+    "worker_max_length",
     "worker_pipeline",
 ]
-
-ANNOTATE_KEY = "beamner_annotate"  # the spans key beamner.jobs.annotate uses
 
 
 @dataclass(frozen=True)
@@ -48,13 +58,11 @@ class PipelineSpec:
     def __post_init__(self) -> None:
         if self.job not in ("annotate", "rank"):
             raise ValueError(f"job must be 'annotate' or 'rank', got {self.job!r}")
-        if self.normalize is not None:
-            from beamner.engine.search import check_normalize
-
-            check_normalize(self.normalize)
+        check_beam(self.beam_width, self.beam_density, self.normalize)
 
 
 _pipelines: dict[PipelineSpec, Language] = {}
+_runners: dict[tuple[PipelineSpec, Any], BatchRunner[Any]] = {}
 _lock = threading.Lock()
 _loads = 0
 
@@ -72,20 +80,23 @@ def worker_pipeline(spec: PipelineSpec) -> Language:
             from beamner.engine.pipes import load_model
 
             nlp = load_model(spec.model, spec.gpu_id)
-            if spec.job == "annotate":
-                from beamner.pipeline import accelerate
-
-                accelerate(
-                    nlp,
-                    beam_width=spec.beam_width,
-                    beam_density=spec.beam_density,
-                    spans_key=ANNOTATE_KEY,
-                    span_threshold=0.0,
-                    **({} if spec.normalize is None else {"normalize": spec.normalize}),
-                )
             _pipelines[spec] = nlp
             _loads += 1
         return nlp
+
+
+def _runner(spec: PipelineSpec, options: AnnotateOptions | RankOptions) -> BatchRunner[Any]:
+    nlp = worker_pipeline(spec)
+    with _lock:
+        runner = _runners.get((spec, options))
+        if runner is None:
+            settings = job_settings(nlp, spec.beam_width, spec.beam_density, spec.normalize)
+            if isinstance(options, AnnotateOptions):
+                runner = Annotator(nlp, settings, options)
+            else:
+                runner = Ranker(nlp, settings, options)
+            _runners[(spec, options)] = runner
+        return runner
 
 
 def loads_in_this_process() -> dict[str, int]:
@@ -94,74 +105,40 @@ def loads_in_this_process() -> dict[str, int]:
     return {"pid": os.getpid(), "loads": _loads, "cached": len(_pipelines)}
 
 
-def annotate_records(
-    spec: PipelineSpec, records: list[Record], threshold: float, batch_size: int
-) -> list[str]:
-    """The JSONL lines (newline included) :func:`beamner.jobs.annotate` writes for
-    ``records``: the same batches of ``batch_size`` from the partition's start, the
-    same JSON. The caller makes partitions multiples of ``batch_size`` so that
-    every batch is the one the single-machine run makes."""
-    from beamner.jobs.annotate import _annotation
-
-    nlp = worker_pipeline(spec)
-    lines: list[str] = []
-    for chunk in batched(records, batch_size):
-        docs = nlp.pipe([r.make_doc(nlp) for r in chunk], batch_size=batch_size)
-        for doc, record in zip(docs, chunk):
-            obj = _annotation(doc, record, threshold)
-            lines.append(json.dumps(obj, ensure_ascii=False) + "\n")
-    return lines
+def worker_max_length(spec: PipelineSpec) -> int:
+    """The ``max_length`` of the pipeline the workers run (what a resumed job
+    needs to know which records made no line)."""
+    return int(worker_pipeline(spec).max_length)
 
 
-def rank_records(
-    spec: PipelineSpec,
-    records: list[Record],
-    strategy: str,
-    unit: str,
-    threshold: float,
-    top: int | None,
-    batch_size: int,
-) -> list[tuple[float, str]]:
-    """``(score, JSONL line)`` for each task of ``records`` in input order, as
-    :func:`beamner.jobs.rank` scores them; with ``top`` only this partition's best
-    ``top`` (ties: input order), which is all the global top can take from it."""
-    from beamner.engine.pipes import find_ner, upstream_disabled
-    from beamner.jobs.rank import _tasks
-    from beamner.probabilities.beams import beam_docs, pipe_normalize
+def annotate_partition(
+    spec: PipelineSpec, options: AnnotateOptions, records: list[Record], batch_size: int
+) -> list[str | Failure]:
+    """For each record, the JSONL line (newline included) the single-machine
+    job writes, or its :class:`~beamner.jobs.runners.Failure`: the same batches
+    of ``batch_size`` from the partition's start. The caller makes partitions
+    multiples of ``batch_size`` so every batch is the single-machine run's."""
+    runner = _runner(spec, options)
+    return [
+        result if isinstance(result, Failure) else json_line(result)
+        for batch in batched(records, batch_size)
+        for result in runner.run(batch)
+    ]
 
-    nlp = worker_pipeline(spec)
-    pipe = find_ner(nlp)
-    normalize = pipe_normalize(pipe, spec.normalize)
-    temperature = float(pipe.cfg.get("temperature", 1.0))
-    disabled = upstream_disabled(nlp)
+
+def rank_partition(
+    spec: PipelineSpec, options: RankOptions, records: list[Record], batch_size: int
+) -> tuple[list[tuple[float, str]], list[Failure]]:
+    """``(score, JSONL line)`` of the partition's tasks in input order, or with
+    ``options.top`` only its best ``top`` (all the global top can take from it),
+    best first (ties in input order); and the records that failed."""
+    runner = _runner(spec, options)
     tasks: list[tuple[float, str]] = []
-    for chunk in batched(records, batch_size):
-        docs = list(nlp.pipe((r.make_doc(nlp) for r in chunk), disable=disabled))
-        beams = beam_docs(
-            pipe, docs, spec.beam_width, spec.beam_density, temperature, normalize=normalize
-        )
-        for record, beam in zip(chunk, beams):
-            for score, task in _tasks(record, beam, strategy, unit, threshold):
-                tasks.append((score, json.dumps(task, ensure_ascii=False) + "\n"))
-    if top is not None and len(tasks) > top:
-        best = heapq.nsmallest(top, range(len(tasks)), key=lambda i: (-tasks[i][0], i))
-        tasks = [tasks[i] for i in sorted(best)]
-    return tasks
-
-
-def records_from_items(items: list[Any], first_line: int = 1) -> list[Record]:
-    """Records from a bag partition's items: a string is a text, a dict needs a
-    ``"text"`` string (its other keys are kept, as for JSONL input)."""
-    records: list[Record] = []
-    for i, item in enumerate(items, start=first_line):
-        if isinstance(item, str):
-            records.append(Record(i, item))
-        elif isinstance(item, dict) and isinstance(item.get("text"), str):
-            extra = {k: v for k, v in item.items() if k != "text"}
-            records.append(Record(i, item["text"], extra))
-        else:
-            got = type(item).__name__
-            raise ValueError(
-                f'bag item {i}: expected a string or a dict with a "text" string, got {got}'
-            )
-    return records
+    failures: list[Failure] = []
+    for batch in batched(records, batch_size):
+        for result in runner.run(batch):
+            if isinstance(result, Failure):
+                failures.append(result)
+            else:
+                tasks.extend((score, json_line(task)) for score, task in result)
+    return (tasks if options.top is None else top_k(tasks, options.top)), failures

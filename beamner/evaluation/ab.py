@@ -31,8 +31,9 @@ from spacy.language import Language
 from spacy.tokens import Doc
 
 from beamner.engine.pipes import load_model
+from beamner.io.atomic import check_output, same_file
 from beamner.io.gold import parse_label_map
-from beamner.io.records import JsonlWriter, Record, batched, read_records
+from beamner.io.records import Record, batched, jsonl_output, read_records
 
 __all__ = [
     "AbSummary",
@@ -141,28 +142,36 @@ def ab_tasks(
     batch_size: int = 64,
     skip_invalid: bool = False,
     gpu_id: int = -1,
+    overwrite: bool = False,
 ) -> AbSummary:
     """Write A/B tasks for the documents of ``source`` on which the two models
     disagree to ``output`` and the side mapping to ``key_output`` (default
     :func:`default_key_path`). Input keys other than the task's own are kept;
-    ``meta`` gets the input line."""
+    ``meta`` gets the input line.
+
+    Both files follow :mod:`beamner.io.atomic`: neither may be the source (nor
+    the key the tasks), an existing one is refused unless ``overwrite``, and
+    both are written beside and renamed at the end, so a failed run changes
+    no file."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if str(output) == "-":
         raise ValueError("ab-tasks needs an output file (the key file is written next to it)")
     key_path = Path(key_output) if key_output is not None else default_key_path(output)
-    if key_path.resolve() == Path(output).resolve():
+    if same_file(key_path, output):
         raise ValueError("the key file must not be the task file")
+    tasks_path = check_output(output, [source], overwrite=overwrite)
+    key_path = check_output(key_path, [source], overwrite=overwrite) or key_path
     map_a, map_b = parse_label_map(label_map_a), parse_label_map(label_map_b)
+    summary = AbSummary(key_path=str(key_path))
+    records = read_records(source, fmt, skip_invalid=skip_invalid, invalid=summary.invalid_lines)
     nlp_a = load_model(model_a, gpu_id)
     nlp_b = load_model(model_b, gpu_id)
     models = {
         "A": str(model_a) if not isinstance(model_a, Language) else str(nlp_a.meta.get("name")),
         "B": str(model_b) if not isinstance(model_b, Language) else str(nlp_b.meta.get("name")),
     }
-    summary = AbSummary(key_path=str(key_path))
-    records = read_records(source, fmt, skip_invalid=skip_invalid, invalid=summary.invalid_lines)
-    tasks = JsonlWriter(output, resume=False)
-    keys = JsonlWriter(key_path, resume=False)
-    try:
+    with jsonl_output(tasks_path) as tasks, jsonl_output(key_path) as keys:
         for record, doc_a, doc_b in _pairs(nlp_a, nlp_b, records, batch_size):
             summary.n_docs += 1
             ents_a, ents_b = _mapped_ents(doc_a, map_a), _mapped_ents(doc_b, map_b)
@@ -201,9 +210,6 @@ def ab_tasks(
                 }
             )
             summary.written += 1
-    finally:
-        tasks.close()
-        keys.close()
     return summary
 
 

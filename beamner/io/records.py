@@ -16,33 +16,58 @@ indices with ``token_end`` *inclusive*.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol, TextIO, TypeVar, cast
 
 from spacy.language import Language
 from spacy.tokens import Doc, DocBin, Span
+from spacy.util import minibatch
+
+from beamner.io.atomic import atomic_file
 
 __all__ = [
+    "FORMATS",
     "InputError",
     "JsonlWriter",
+    "OnInvalid",
     "Record",
     "RunSummary",
+    "UntilBadLine",
     "batched",
-    "chunks",
+    "complete_lines",
+    "copy_head",
     "count_records",
+    "format_of",
+    "json_line",
+    "jsonl_output",
+    "parse_line",
     "progress_bar",
     "read_records",
-    "skip",
+    "records_from_items",
     "span_json",
 ]
 
 FORMATS = ("auto", "jsonl", "text", "spacy")
+
+T = TypeVar("T")
+
+
+class _Batcher(Protocol):
+    def __call__(self, items: Iterable[T], size: int) -> Iterator[list[T]]: ...
+
+
+#: Lists of ``size`` items (the last one shorter): spaCy's own ``minibatch``.
+batched: _Batcher = minibatch
+
+#: Called with (line number, reason) for each input line skipped as invalid.
+OnInvalid = Callable[[int, str], None]
 
 
 class InputError(ValueError):
@@ -67,7 +92,8 @@ class Record:
         return Doc(nlp.vocab, words=self.words, spaces=self.spaces)
 
 
-def _format_of(path: str | os.PathLike[str], fmt: str) -> str:
+def format_of(path: str | os.PathLike[str], fmt: str = "auto") -> str:
+    """The input format of ``path``: ``fmt``, or with ``"auto"`` the one its extension names."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
     if fmt != "auto":
@@ -80,10 +106,17 @@ def _format_of(path: str | os.PathLike[str], fmt: str) -> str:
     return "text"
 
 
+_format_of = format_of  # the former name (beamner.teach.tasks imports it)
+
+
 def _open_binary(path: str | os.PathLike[str]) -> IO[bytes]:
+    """``path`` opened for reading, or stdin for ``"-"``; an error that names the input."""
     if str(path) == "-":
         return sys.stdin.buffer
-    return open(path, "rb")
+    try:
+        return open(path, "rb")
+    except OSError as err:
+        raise InputError(f"{path}: cannot read the input ({err.strerror or err})") from None
 
 
 def read_records(
@@ -92,43 +125,60 @@ def read_records(
     *,
     skip_invalid: bool = False,
     invalid: list[int] | None = None,
+    on_invalid: OnInvalid | None = None,
 ) -> Iterator[Record]:
-    """Stream the records of ``path`` (``"-"``: stdin, JSONL or text).
+    """The records of ``path`` (``"-"``: stdin, JSONL or text), streamed.
+
+    The input is opened (and a DocBin read) here, before the first record is
+    asked for, so a missing input fails before any output is made.
 
     A bad line (undecodable UTF-8, bad JSON, not an object, no string
-    ``"text"``) raises :class:`InputError` naming the line, or with
-    ``skip_invalid`` is skipped and its line number appended to ``invalid``.
-    """
-    fmt = _format_of(path, fmt)
+    ``"text"``, a string no UTF-8 output can hold) raises :class:`InputError`
+    naming ``path:line``, or with ``skip_invalid`` is skipped: its line number
+    appended to ``invalid`` and ``on_invalid(line, reason)`` called."""
+    fmt = format_of(path, fmt)
     if fmt == "spacy":
         if str(path) == "-":
             raise ValueError("a .spacy DocBin cannot be read from stdin")
-        nlp_vocab = Language().vocab
+        if not Path(path).is_file():
+            raise InputError(f"{path}: cannot read the input (no such file)")
         docbin = DocBin().from_disk(Path(path))
-        for i, doc in enumerate(docbin.get_docs(nlp_vocab), start=1):
-            yield Record(
-                i,
-                doc.text,
-                words=[t.text for t in doc],
-                spaces=[bool(t.whitespace_) for t in doc],
-            )
-        return
-    f = _open_binary(path)
+        return _docbin_records(docbin)
+    return _line_records(_open_binary(path), path, fmt, skip_invalid, invalid, on_invalid)
+
+
+def _docbin_records(docbin: DocBin) -> Iterator[Record]:
+    for i, doc in enumerate(docbin.get_docs(Language().vocab), start=1):
+        words = [t.text for t in doc]
+        yield Record(i, doc.text, words=words, spaces=[bool(t.whitespace_) for t in doc])
+
+
+def _line_records(
+    f: IO[bytes],
+    path: str | os.PathLike[str],
+    fmt: str,
+    skip: bool,
+    invalid: list[int] | None,
+    on_invalid: OnInvalid | None,
+) -> Iterator[Record]:
     try:
         for lineno, raw in enumerate(f, start=1):
             try:
-                yield _parse_line(raw, fmt, lineno)
+                yield parse_line(raw, fmt, lineno)
             except InputError as err:
-                if not skip_invalid:
+                if not skip:
                     raise InputError(f"{path}:{err}") from None
                 if invalid is not None:
                     invalid.append(lineno)
+                if on_invalid is not None:
+                    on_invalid(lineno, str(err).split(": ", 1)[-1])
     finally:
         if f is not sys.stdin.buffer:
             f.close()
 
 
-def _parse_line(raw: bytes, fmt: str, lineno: int) -> Record:
+def parse_line(raw: bytes, fmt: str, lineno: int) -> Record:
+    """One input line as a Record; :class:`InputError` ``"<lineno>: <reason>"`` if bad."""
     try:
         line = raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -142,6 +192,15 @@ def _parse_line(raw: bytes, fmt: str, lineno: int) -> Record:
         raise InputError(f"{lineno}: not JSON ({err.msg}, column {err.colno})") from None
     if not isinstance(obj, dict):
         raise InputError(f"{lineno}: expected a JSON object, got {type(obj).__name__}")
+    if "\\u" in line:  # only an escape can make a lone surrogate, which no output can encode
+        try:
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as err:
+            bad = err.object[err.start : err.end].encode("unicode_escape").decode("ascii")
+            raise InputError(
+                f"{lineno}: a lone surrogate {bad} in a string (not a character; "
+                "UTF-8 cannot encode it)"
+            ) from None
     text = obj.pop("text", None)
     if not isinstance(text, str):
         got = "nothing" if text is None else type(text).__name__
@@ -149,11 +208,47 @@ def _parse_line(raw: bytes, fmt: str, lineno: int) -> Record:
     return Record(lineno, text, obj)
 
 
+_parse_line = parse_line  # the former name (beamner.teach.tasks imports it)
+
+
+def records_from_items(items: Iterable[Any], first_line: int = 1) -> list[Record]:
+    """Records from in-memory items (a Dask bag partition): a string is a text, a
+    dict needs a ``"text"`` string (its other keys are kept, as for JSONL input)."""
+    records: list[Record] = []
+    for i, item in enumerate(items, start=first_line):
+        if isinstance(item, str):
+            records.append(Record(i, item))
+        elif isinstance(item, dict) and isinstance(item.get("text"), str):
+            records.append(Record(i, item["text"], {k: v for k, v in item.items() if k != "text"}))
+        else:
+            got = type(item).__name__
+            raise ValueError(
+                f'item {i}: expected a string or a dict with a "text" string, got {got}'
+            )
+    return records
+
+
+class UntilBadLine:
+    """The records of a stream up to its first bad line, whose :class:`InputError`
+    is then kept in ``error`` (so everything before the bad line is still run and
+    written, and the error raised after)."""
+
+    def __init__(self, records: Iterable[Record]) -> None:
+        self.records = records
+        self.error: InputError | None = None
+
+    def __iter__(self) -> Iterator[Record]:
+        try:
+            yield from self.records
+        except InputError as err:
+            self.error = err
+
+
 def count_records(path: str | os.PathLike[str], fmt: str = "auto") -> int | None:
     """Lines (docs for a DocBin) in ``path``, for a progress bar; ``None`` for stdin."""
     if str(path) == "-":
         return None
-    if _format_of(path, fmt) == "spacy":
+    if format_of(path, fmt) == "spacy":
         return len(DocBin().from_disk(Path(path)))
     n = 0
     last = b"\n"
@@ -164,24 +259,38 @@ def count_records(path: str | os.PathLike[str], fmt: str = "auto") -> int | None
     return n + (last != b"\n")
 
 
-def _count_and_repair_output(path: Path) -> int:
-    """Complete lines in ``path``; a partial last line (an interrupted write) is cut off."""
-    if not path.exists():
-        return 0
-    n = 0
-    end = 0  # offset after the last newline
-    offset = 0
+def complete_lines(path: str | os.PathLike[str], limit: int | None = None) -> tuple[int, int]:
+    """``(lines, bytes)``: the complete lines of ``path`` (0 if it does not exist),
+    at most ``limit`` of them, and the bytes they take; a partial last line (an
+    interrupted write) is not counted."""
+    if not Path(path).exists():
+        return 0, 0
+    n = end = offset = 0
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
-            k = chunk.rfind(b"\n")
-            if k >= 0:
-                end = offset + k + 1
-            n += chunk.count(b"\n")
+            start = 0
+            while limit is None or n < limit:
+                k = chunk.find(b"\n", start)
+                if k < 0:
+                    break
+                n += 1
+                start = k + 1
+                end = offset + start
             offset += len(chunk)
-    if end != offset:
-        with open(path, "r+b") as f:
-            f.truncate(end)
-    return n
+            if limit is not None and n >= limit:
+                break
+    return n, end
+
+
+def copy_head(path: str | os.PathLike[str], nbytes: int, dst: IO[bytes]) -> None:
+    """Copy the first ``nbytes`` of ``path`` to ``dst``."""
+    with open(path, "rb") as src:
+        while nbytes > 0:
+            chunk = src.read(min(nbytes, 1 << 20))
+            if not chunk:
+                raise ValueError(f"{path} changed while it was read")
+            dst.write(chunk)
+            nbytes -= len(chunk)
 
 
 def span_json(span: Span, score: float | None = None) -> dict[str, Any]:
@@ -204,82 +313,65 @@ def progress_bar(total: int | None, progress: bool | None, desc: str) -> Any:
     return tqdm(total=total, disable=not enabled, desc=desc, unit="doc", file=sys.stderr)
 
 
-class JsonlWriter:
-    """JSONL writer: a file (appended to on resume) or stdout; flushed on request."""
+def json_line(obj: Any) -> str:
+    """``obj`` as one JSONL line, newline included (non-ASCII kept as is)."""
+    return json.dumps(obj, ensure_ascii=False) + "\n"
 
-    def __init__(self, output: str | os.PathLike[str] | None, resume: bool) -> None:
-        self.already = 0
-        if output is None or str(output) == "-":
-            if resume:
-                raise ValueError("--resume needs an --output file")
-            self.f: IO[str] = sys.stdout
-            self.own = False
-        else:
-            path = Path(output)
-            if resume:
-                self.already = _count_and_repair_output(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.f = open(path, "a" if resume else "w", encoding="utf-8")
-            self.own = True
+
+class JsonlWriter:
+    """JSON objects a line to a text file object."""
+
+    def __init__(self, f: IO[str]) -> None:
+        self.f = f
 
     def write(self, obj: dict[str, Any]) -> None:
-        self.f.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        self.f.write(json_line(obj))
+
+    def write_line(self, line: str) -> None:
+        self.f.write(line)
 
     def flush(self) -> None:
         self.f.flush()
 
-    def close(self) -> None:
-        self.f.flush()
-        if self.own:
-            self.f.close()
+
+@contextlib.contextmanager
+def jsonl_output(
+    path: Path | None, *, keep_partial: bool = False, keep_bytes: int = 0
+) -> Iterator[JsonlWriter]:
+    """A :class:`JsonlWriter` to stdout (``path`` None) or to ``path`` through
+    :func:`beamner.io.atomic.atomic_file` (written beside, renamed on success;
+    ``keep_partial`` as there). ``keep_bytes``: the new file starts with that
+    many bytes of the existing ``path`` (the lines a resumed run keeps)."""
+    if path is None:
+        writer = JsonlWriter(sys.stdout)
+        try:
+            yield writer
+        finally:
+            writer.flush()
+        return
+    with atomic_file(path, keep_partial=keep_partial) as f:
+        if keep_bytes:
+            f.flush()
+            copy_head(path, keep_bytes, cast(TextIO, f).buffer)
+        yield JsonlWriter(f)
 
 
 @dataclass
 class RunSummary:
-    """What a streaming command did."""
+    """What a streaming command did. ``invalid_lines``: the input lines skipped
+    as invalid (``--skip-invalid``), in order; ``reasons``: why, by line."""
 
     written: int = 0
     skipped_resume: int = 0
     invalid_lines: list[int] = field(default_factory=list)
+    reasons: dict[int, str] = field(default_factory=dict)
 
     @property
     def n_invalid(self) -> int:
         return len(self.invalid_lines)
 
-
-def chunks(
-    records: Iterator[Record], size: int
-) -> Iterator[tuple[list[Record], InputError | None]]:
-    """Batches of ``size`` records; a batch cut short by a bad line comes with its error
-    (so everything before the bad line is still processed and written)."""
-    while True:
-        chunk: list[Record] = []
-        try:
-            for record in records:
-                chunk.append(record)
-                if len(chunk) >= size:
-                    break
-        except InputError as err:
-            yield chunk, err
-            return
-        if chunk:
-            yield chunk, None
-        if len(chunk) < size:
-            return
-
-
-def skip(records: Iterator[Record], n: int) -> Iterator[Record]:
-    for i, record in enumerate(records):
-        if i >= n:
-            yield record
-
-
-def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    batch: list[Any] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+    def add_invalid(self, line: int, reason: str) -> None:
+        self.invalid_lines.append(line)
+        self.reasons[line] = reason
+        if len(self.invalid_lines) > 1 and self.invalid_lines[-2] > line:
+            self.invalid_lines.sort()

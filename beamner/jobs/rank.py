@@ -2,30 +2,37 @@
 
 from __future__ import annotations
 
-import heapq
 import os
 from collections.abc import Iterator
-from typing import Any
 
 from spacy.language import Language
-from spacy.tokens import Span
 
-from beamner.engine.pipes import find_ner, load_model, upstream_disabled
+from beamner.engine.pipes import load_model
+from beamner.io.atomic import check_output
 from beamner.io.records import (
-    JsonlWriter,
-    Record,
     RunSummary,
+    UntilBadLine,
     batched,
     count_records,
+    jsonl_output,
     progress_bar,
     read_records,
-    span_json,
 )
-from beamner.probabilities.beams import BeamDoc, beam_docs, pipe_normalize, uncertainty_scores
+from beamner.jobs.runners import (
+    DEFAULT_SETTINGS,
+    STRATEGIES,
+    Failure,
+    Ranker,
+    RankOptions,
+    ScoredTask,
+    check_batch_size,
+    check_beam,
+    job_settings,
+    stopped_at,
+    top_k,
+)
 
 __all__ = ["STRATEGIES", "rank"]
-
-STRATEGIES = ("uncertainty", "entropy", "margin")
 
 
 def rank(
@@ -37,19 +44,21 @@ def rank(
     strategy: str = "uncertainty",
     unit: str = "doc",
     top: int | None = None,
-    beam_width: int = 16,
-    beam_density: float = 0.0001,
+    beam_width: int = DEFAULT_SETTINGS.width,
+    beam_density: float = DEFAULT_SETTINGS.density,
     threshold: float = 0.05,
     batch_size: int = 64,
     gpu_id: int = -1,
     skip_invalid: bool = False,
+    overwrite: bool = False,
     progress: bool | None = None,
     normalize: str | None = None,
 ) -> RunSummary:
     """Order ``input`` for annotation, most uncertain first (like Prodigy's
     ``ner.teach``), and write JSONL tasks: the input keys, ``text``,
     ``spans`` (candidates >= ``threshold`` with ``score``) and ``meta``
-    (input ``meta`` plus ``score``, ``entropy``, ``margin``, ``uncertainty``).
+    (input ``meta`` plus ``score``, ``entropy``, ``margin``, ``uncertainty``);
+    see :class:`~beamner.jobs.runners.Ranker`.
     ``normalize``: the beam's ``"none"``/``"local"`` (``None``: the component's);
     under ``"local"`` spans carry ``bounds`` and ``meta`` the beam's ``coverage``.
 
@@ -57,80 +66,44 @@ def rank(
     ``entropy`` (of the beam) or ``margin`` (small gap between the two best
     parses). ``unit="entity"``: one task per candidate span, scored
     ``1 - |2p - 1|``. ``top``: keep only the best ``top`` tasks (memory
-    bounded by ``top``); otherwise every task is held to be sorted."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-    if unit not in ("doc", "entity"):
-        raise ValueError(f"unit must be 'doc' or 'entity', got {unit!r}")
-    if top is not None and top < 1:
-        raise ValueError(f"top must be >= 1, got {top}")
-    nlp = load_model(model, gpu_id)
-    pipe = find_ner(nlp)
-    normalize = pipe_normalize(pipe, normalize)
-    temperature = float(pipe.cfg.get("temperature", 1.0))
-    disabled = upstream_disabled(nlp)
+    bounded by ``top``); otherwise every task is held to be sorted.
+
+    The output is written once every record is scored (beside, then renamed:
+    :mod:`beamner.io.atomic`); it may not be the input, and an existing one
+    is refused unless ``overwrite``. A bad record raises naming ``input:line``
+    and writes nothing; ``skip_invalid`` skips it alone."""
+    options = RankOptions(strategy, unit, threshold, top)
+    check_batch_size(batch_size)
+    check_beam(beam_width, beam_density, normalize)
+    target = check_output(output, [input], overwrite=overwrite)
     summary = RunSummary()
-    records = read_records(input, fmt, skip_invalid=skip_invalid, invalid=summary.invalid_lines)
-    heap: list[tuple[float, int, dict[str, Any]]] = []
-    counter = 0
+    records = read_records(input, fmt, skip_invalid=skip_invalid, on_invalid=summary.add_invalid)
+    nlp = load_model(model, gpu_id)
+    ranker = Ranker(nlp, job_settings(nlp, beam_width, beam_density, normalize), options)
+    stream = UntilBadLine(records)
     total = count_records(input, fmt) if progress is not False else None
     bar = progress_bar(total, progress, "rank")
+
+    def scored() -> Iterator[ScoredTask]:
+        for batch in batched(stream, batch_size):
+            for result in ranker.run(batch):
+                if isinstance(result, Failure):
+                    error = f"{input}:{result.line}: {result.reason}"
+                    if not skip_invalid:
+                        raise stopped_at(error, "nothing was written")
+                    summary.add_invalid(result.line, result.reason)
+                    continue
+                yield from result
+            bar.update(len(batch))
+        if stream.error is not None:
+            raise stopped_at(str(stream.error), "nothing was written")
+
     try:
-        for chunk in batched(records, batch_size):
-            docs = list(nlp.pipe((r.make_doc(nlp) for r in chunk), disable=disabled))
-            beams = beam_docs(
-                pipe, docs, beam_width, beam_density, temperature, normalize=normalize
-            )
-            for record, beam in zip(chunk, beams):
-                for score, task in _tasks(record, beam, strategy, unit, threshold):
-                    item = (score, -counter, task)  # ties: input order
-                    counter += 1
-                    if top is None or len(heap) < top:
-                        heapq.heappush(heap, item)
-                    else:
-                        heapq.heappushpop(heap, item)
-            bar.update(len(chunk))
+        best = top_k(scored(), top)
     finally:
         bar.close()
-    out = JsonlWriter(output, resume=False)
-    try:
-        for _, _, task in sorted(heap, key=lambda item: (-item[0], -item[1])):
+    with jsonl_output(target) as out:
+        for _, task in best:
             out.write(task)
-            summary.written += 1
-    finally:
-        out.close()
+    summary.written = len(best)
     return summary
-
-
-def _tasks(
-    record: Record, beam: BeamDoc, strategy: str, unit: str, threshold: float
-) -> Iterator[tuple[float, dict[str, Any]]]:
-    doc = beam.doc
-    scores = uncertainty_scores(beam)
-    meta_in = record.extra.get("meta")
-    base_meta: dict[str, Any] = dict(meta_in) if isinstance(meta_in, dict) else {}
-    extra = {k: v for k, v in record.extra.items() if k not in ("meta", "spans")}
-    candidates = sorted(beam.entities.items(), key=lambda kv: (-kv[1], kv[0]))
-
-    def span_of(key: tuple[int, int, str], prob: float) -> dict[str, Any]:
-        start, end, label = key
-        out = span_json(Span(doc, start, end, label=label), prob)
-        if beam.bounds is not None and key in beam.bounds:  # normalize="local"
-            out["bounds"] = [round(float(b), 6) for b in beam.bounds[key]]
-        return out
-
-    if beam.coverage is not None:
-        scores = {**scores, "coverage": beam.coverage}
-
-    if unit == "entity":
-        for key, prob in candidates:
-            if prob < threshold:
-                continue
-            score = 1.0 - abs(2.0 * prob - 1.0)
-            meta = {**base_meta, **scores, "score": score, "line": record.line}
-            yield score, {"text": doc.text, **extra, "spans": [span_of(key, prob)], "meta": meta}
-        return
-    score = scores[strategy]
-    spans = [span_of(key, prob) for key, prob in candidates if prob >= threshold]
-    meta = {**base_meta, **scores, "score": score, "line": record.line}
-    yield score, {"text": doc.text, **extra, "spans": spans, "meta": meta}
