@@ -6,18 +6,16 @@ import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
 from beamner.engine.settings import CLI_NORMALIZE, MAX_BEAM_WIDTH, BeamSettings
 
-# Optional[...] rather than "X | None": typer evaluates the annotations at
-# runtime and the package supports Python 3.9.
-OptPath = Optional[Path]
-OptStr = Optional[str]
-OptInt = Optional[int]
-OptFloat = Optional[float]
+OptPath = Path | None
+OptStr = str | None
+OptInt = int | None
+OptFloat = float | None
 
 # Shared options.
 Model = Annotated[str, typer.Argument(help="spaCy pipeline: an installed package name or a path.")]
@@ -42,14 +40,14 @@ SkipInvalid = Annotated[
     bool, typer.Option("--skip-invalid", help="Skip bad input lines and count them, not fail.")
 ]
 Progress = Annotated[
-    Optional[bool],
+    bool | None,
     typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal)."),
 ]
 SentencesPerDoc = Annotated[
     int, typer.Option("--sentences-per-doc", min=1, help="CoNLL sentences grouped into a doc.")
 ]
 LabelMap = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--label-map",
         help="Rename predicted labels: PRED=GOLD,... or a built-in map (conll, btc, wnut17); "
