@@ -4,6 +4,7 @@
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/typing.h>
 
 #include <cstdint>
 #include <limits>
@@ -11,6 +12,7 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace beamner::python {
@@ -128,9 +130,80 @@ class Busy {
   std::unique_lock<std::mutex> lock_;
 };
 
+/// A native object as Python holds it, with the lock its bindings take.
+template <typename T>
+struct Guarded {
+  Guarded(T v, const char* what) : value(std::move(v)), name(what) {}
+  T value;
+  const char* name;  ///< For Busy's message.
+  std::mutex mutex;
+};
+
+/// The binding of `fn(T&, args...)`: takes the object's lock, then forwards.
+/// A function that releases the GIL does so itself, after reading its input.
+template <typename T, typename R, typename... Args>
+auto locked(R (*fn)(T&, Args...)) {
+  return [fn](Guarded<T>& self, Args... args) -> R {
+    Busy busy(self.mutex, self.name);
+    return fn(self.value, std::forward<Args>(args)...);
+  };
+}
+
+/// The binding of a const method of T: takes the object's lock, then forwards.
+template <typename T, typename R, typename... Args>
+auto locked(R (T::*method)(Args...) const) {
+  return [method](Guarded<T>& self, Args... args) -> R {
+    Busy busy(self.mutex, self.name);
+    return (self.value.*method)(std::forward<Args>(args)...);
+  };
+}
+
+inline bool any_object(PyObject* /*unused*/) { return true; }
+
+/// An argument taken as any Python object (the binding checks it with its
+/// own messages: as_array, int_vector, float_array), shown in signatures and
+/// the generated stub as Name::text.
+template <typename Name>
+class Annotated : public py::object {
+ public:
+  PYBIND11_OBJECT_DEFAULT(Annotated, object, any_object)
+};
+
+struct IntArrayName {
+  static constexpr char text[] = "numpy.typing.NDArray[numpy.integer]";
+};
+struct IntArrayOrNoneName {
+  static constexpr char text[] = "numpy.typing.NDArray[numpy.integer] | None";
+};
+struct IntOrBoolArrayName {
+  static constexpr char text[] =
+      "numpy.typing.NDArray[numpy.integer] | numpy.typing.NDArray[numpy.bool]";
+};
+struct FloatArrayName {
+  static constexpr char text[] = "numpy.typing.NDArray[numpy.float32]";
+};
+struct FloatArrayOrNoneName {
+  static constexpr char text[] = "numpy.typing.NDArray[numpy.float32] | None";
+};
+using IntArray = Annotated<IntArrayName>;
+using IntArrayOrNone = Annotated<IntArrayOrNoneName>;
+using IntOrBoolArray = Annotated<IntOrBoolArrayName>;
+using FloatArray = Annotated<FloatArrayName>;
+using FloatArrayOrNone = Annotated<FloatArrayOrNoneName>;
+
+/// (start, end, label), as entities cross the boundary.
+using EntityTuple = py::typing::Tuple<int, int, int>;
+
 void bind_transition_system(py::module_& m);
 void bind_docs(py::module_& m);
 void bind_beam_batch(py::module_& m);
 void bind_beam_update(py::module_& m);
 
 }  // namespace beamner::python
+
+namespace pybind11::detail {
+template <typename Name>
+struct handle_type_name<beamner::python::Annotated<Name>> {
+  static constexpr auto name = const_name(Name::text);
+};
+}  // namespace pybind11::detail

@@ -4,8 +4,9 @@
 PYBIND11_MODULE(_core, m) {
   m.doc() = "beamner native core: BILUO transition system and beam search";
   m.attr("__version__") = beamner::kVersion;
-  beamner::python::bind_transition_system(m);
+  // DocBatch and Gold first: TransitionSystem.trace's signature names them.
   beamner::python::bind_docs(m);
+  beamner::python::bind_transition_system(m);
   beamner::python::bind_beam_batch(m);
   beamner::python::bind_beam_update(m);
 }

@@ -10,13 +10,29 @@ namespace beamner::python {
 
 namespace {
 
-struct PyBeamUpdate {
-  explicit PyBeamUpdate(BeamUpdate u) : update(std::move(u)) {}
-  BeamUpdate update;
-  std::mutex mutex;
-};
+using PyBeamUpdate = Guarded<BeamUpdate>;
 
-Busy busy(PyBeamUpdate& self) { return Busy(self.mutex, "BeamUpdate"); }
+py::array_t<std::int32_t> prepare_step(BeamUpdate& update) {
+  const auto n = static_cast<py::ssize_t>(update.prepare_step());
+  py::array_t<std::int32_t> ids({n, static_cast<py::ssize_t>(kNumContextFeatures)});
+  update.context_tokens(ids.mutable_data());
+  return ids;
+}
+
+void advance(BeamUpdate& update, const FloatArray& scores_obj) {
+  std::int64_t rows = 0;
+  std::int64_t cols = 0;
+  const std::vector<float> scores = float_copy(scores_obj, "scores", 2, &rows, &cols);
+  py::gil_scoped_release release;
+  update.advance(scores.data(), rows, cols);
+}
+
+py::array_t<float> gradient(BeamUpdate& update, int step) {
+  const auto rows = static_cast<py::ssize_t>(update.n_rows(step));
+  py::array_t<float> out({rows, static_cast<py::ssize_t>(update.n_actions())});
+  update.gradient(step, out.mutable_data());
+  return out;
+}
 
 }  // namespace
 
@@ -26,44 +42,19 @@ void bind_beam_update(py::module_& m) {
       .def(py::init([](const TransitionSystem& system, const DocBatch& docs,
                        std::vector<Gold> golds, int width, float density) {
              return std::make_unique<PyBeamUpdate>(
-                 BeamUpdate(system, docs, std::move(golds), width, density));
+                 BeamUpdate(system, docs, std::move(golds), width, density), "BeamUpdate");
            }),
            py::arg("system"), py::arg("docs"), py::arg("golds"), py::arg("width"),
            py::arg("density") = 0.0f)
-      .def_property_readonly("is_done", [](const PyBeamUpdate& u) { return u.update.is_done(); })
-      .def(
-          "prepare_step",
-          [](PyBeamUpdate& u) {
-            auto lock = busy(u);
-            const auto n = static_cast<py::ssize_t>(u.update.prepare_step());
-            py::array_t<std::int32_t> ids({n, static_cast<py::ssize_t>(kNumContextFeatures)});
-            u.update.context_tokens(ids.mutable_data());
-            return ids;
-          },
-          "Collect the step's unique states; returns their (n_rows, 3) context token ids.")
-      .def(
-          "advance",
-          [](PyBeamUpdate& u, const py::handle& scores_obj) {
-            auto lock = busy(u);
-            std::int64_t rows = 0;
-            std::int64_t cols = 0;
-            const std::vector<float> scores = float_copy(scores_obj, "scores", 2, &rows, &cols);
-            py::gil_scoped_release release;
-            u.update.advance(scores.data(), rows, cols);
-          },
-          py::arg("scores"), "Advance both beams with the prepared rows' scores.")
+      .def_property_readonly("is_done", [](const PyBeamUpdate& u) { return u.value.is_done(); })
+      .def("prepare_step", locked(&prepare_step),
+           "Collect the step's unique states; returns their (n_rows, 3) context token ids.")
+      .def("advance", locked(&advance), py::arg("scores"),
+           "Advance both beams with the prepared rows' scores.")
       .def_property_readonly("n_gradient_steps",
-                             [](const PyBeamUpdate& u) { return u.update.n_gradient_steps(); })
-      .def(
-          "gradient",
-          [](PyBeamUpdate& u, int step) {
-            auto lock = busy(u);
-            const auto rows = static_cast<py::ssize_t>(u.update.n_rows(step));
-            py::array_t<float> out({rows, static_cast<py::ssize_t>(u.update.n_actions())});
-            u.update.gradient(step, out.mutable_data());
-            return out;
-          },
-          py::arg("step"), "d_loss/d_scores of a step, (n_rows, n_actions) float32.");
+                             [](const PyBeamUpdate& u) { return u.value.n_gradient_steps(); })
+      .def("gradient", locked(&gradient), py::arg("step"),
+           "d_loss/d_scores of a step, (n_rows, n_actions) float32.");
 }
 
 }  // namespace beamner::python

@@ -7,9 +7,9 @@ namespace beamner::python {
 
 namespace {
 
-DocBatch make_doc_batch(const py::handle& ent_iob, const py::handle& ent_type,
-                        const py::handle& sent_start, const py::handle& is_space,
-                        const py::handle& lengths, const py::handle& offsets) {
+DocBatch make_doc_batch(const IntArray& ent_iob, const IntArray& ent_type,
+                        const IntArray& sent_start, const IntOrBoolArray& is_space,
+                        const IntArray& lengths, const IntArrayOrNone& offsets) {
   const auto iob = int_vector<std::int8_t>(ent_iob, "ent_iob");
   const auto type = int_vector<std::uint64_t>(ent_type, "ent_type");
   const auto sent = int_vector<std::int8_t>(sent_start, "sent_start");
@@ -33,8 +33,8 @@ DocBatch make_doc_batch(const py::handle& ent_iob, const py::handle& ent_type,
   return DocBatch(std::move(tokens), lens, int_vector<std::int32_t>(offsets, "offsets"));
 }
 
-Gold make_gold(const py::handle& moves, const py::handle& labels, const py::handle& negatives,
-               const py::handle& negative_labels) {
+Gold make_gold(const IntArray& moves, const IntArray& labels, const IntArrayOrNone& negatives,
+               const IntArrayOrNone& negative_labels) {
   const auto mv = int_vector<std::uint8_t>(moves, "moves");
   const auto lb = int_vector<std::uint64_t>(labels, "labels");
   if (mv.size() != lb.size()) {

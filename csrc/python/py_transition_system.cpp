@@ -1,5 +1,7 @@
 #include <pybind11/stl.h>
 
+#include <optional>
+
 #include "beamner/transition_system.hpp"
 #include "common.hpp"
 
@@ -7,7 +9,7 @@ namespace beamner::python {
 
 namespace {
 
-TransitionSystem make_system(const py::handle& moves, const py::handle& labels) {
+TransitionSystem make_system(const IntArray& moves, const IntArray& labels) {
   const auto mv = int_vector<std::uint8_t>(moves, "moves");
   const auto lb = int_vector<std::uint64_t>(labels, "labels");
   if (mv.size() != lb.size()) {
@@ -23,8 +25,11 @@ TransitionSystem make_system(const py::handle& moves, const py::handle& labels) 
 
 // Walks `history` from the initial state of document `doc`, recording each
 // step's validity, costs (with a gold) and context tokens.
-py::tuple trace(const TransitionSystem& system, const DocBatch& docs, int doc,
-                const py::handle& history, const Gold* gold) {
+py::typing::Tuple<py::array_t<bool>, py::typing::Optional<py::array_t<float>>,
+                  py::array_t<std::int32_t>>
+trace(const TransitionSystem& system, const DocBatch& docs, int doc, const IntArray& history,
+      const std::optional<Gold>& gold_arg) {
+  const Gold* gold = gold_arg ? &*gold_arg : nullptr;
   if (doc < 0 || doc >= docs.n_docs()) {
     throw py::index_error("document index " + std::to_string(doc) + " out of range for " +
                           std::to_string(docs.n_docs()) + " documents");
@@ -82,7 +87,7 @@ void bind_transition_system(py::module_& m) {
            "Actions in class order: move ids (1..5: B, I, L, U, O) and label ids.")
       .def_static(
           "from_labels",
-          [](const py::handle& labels) {
+          [](const IntArray& labels) {
             return TransitionSystem::from_labels(int_vector<std::uint64_t>(labels, "labels"));
           },
           py::arg("labels"))
@@ -104,11 +109,11 @@ void bind_transition_system(py::module_& m) {
                                return out;
                              })
       .def("trace", &trace, py::arg("docs"), py::arg("doc"), py::arg("history"),
-           py::arg("gold") = nullptr,
+           py::arg("gold") = py::none(),
            "Walk `history` from the start of document `doc`: (valid, costs or None, context).")
       .def(
           "entities",
-          [](const TransitionSystem& s, const py::handle& history, std::int32_t length) {
+          [](const TransitionSystem& s, const IntArray& history, std::int32_t length) {
             const auto hist = int_vector<std::int32_t>(history, "history");
             for (std::size_t i = 0; i < hist.size(); ++i) {
               if (hist[i] < 0 || hist[i] >= s.n_actions()) {
@@ -117,7 +122,7 @@ void bind_transition_system(py::module_& m) {
                     " is not an action index (0.." + std::to_string(s.n_actions() - 1) + ")");
               }
             }
-            py::list out;
+            py::typing::List<EntityTuple> out;
             for (const Entity& e : s.entities(hist.data(), hist.size(), length)) {
               out.append(py::make_tuple(e.start, e.end, e.label));
             }
