@@ -26,7 +26,6 @@ from beamner.cli.options import (
     Progress,
     SentencesPerDoc,
     SkipInvalid,
-    fail,
     user_errors,
 )
 from beamner.io.atomic import atomic_write_text, check_output
@@ -347,6 +346,7 @@ def ab_tasks_cmd(
     gpu_id: GpuId = -1,
     fmt: Format = "auto",
     skip_invalid: SkipInvalid = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Blind A/B tasks: documents where the two models disagree, outputs in shuffled order.
 
@@ -355,7 +355,7 @@ def ab_tasks_cmd(
     """
     from beamner.evaluation.ab import ab_tasks
 
-    try:
+    with user_errors():
         summary = ab_tasks(
             model_a,
             model_b,
@@ -369,10 +369,8 @@ def ab_tasks_cmd(
             batch_size=batch_size,
             skip_invalid=skip_invalid,
             gpu_id=gpu_id,
+            overwrite=overwrite,
         )
-    except (ValueError, OSError, ImportError) as err:
-        fail(err)
-        return
     msg = (
         f"{summary.written} tasks written ({summary.n_docs} docs, the models agree on "
         f"{summary.n_agree}); key: {summary.key_path}"
