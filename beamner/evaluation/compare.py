@@ -29,7 +29,7 @@ from spacy.tokens import Doc
 
 from beamner.engine.pipes import load_model
 from beamner.evaluation.metrics import prf_arrays
-from beamner.io.gold import Entity, GoldDoc, parse_label_map, read_gold
+from beamner.io.gold import Entity, GoldDoc, check_label_overlap, parse_label_map, read_gold
 
 __all__ = ["METRICS", "compare", "count_matrix", "scipy_stats"]
 
@@ -45,6 +45,15 @@ def scipy_stats() -> Any:
             f"this needs scipy ({err}): pip install scipy (or beamner[compare])"
         ) from None
     return scipy.stats
+
+
+def _entity_labels(nlp: Language) -> set[str]:
+    """Every label a component of ``nlp`` that sets entities can predict."""
+    labels: set[str] = set()
+    for name, pipe in nlp.pipeline:
+        if "doc.ents" in nlp.get_pipe_meta(name).assigns:
+            labels.update(str(label) for label in getattr(pipe, "labels", ()))
+    return labels
 
 
 def predict(
@@ -165,6 +174,8 @@ def compare(
     if len(gold_a) < 2:
         raise ValueError(f"{data}: compare needs at least 2 gold documents, got {len(gold_a)}")
     golds, golds_b = [g.gold for g in gold_a], [g.gold for g in gold_b]
+    for nlp, gold, lmap in ((nlp_a, gold_a, label_map_a), (nlp_b, gold_b, label_map_b)):
+        check_label_overlap(_entity_labels(nlp), gold, parse_label_map(lmap))
     preds_a = predict(nlp_a, [g.doc for g in gold_a], parse_label_map(label_map_a), batch_size)
     preds_b = predict(nlp_b, [g.doc for g in gold_b], parse_label_map(label_map_b), batch_size)
     labels = sorted({e[2] for ents in (*golds, *golds_b, *preds_a, *preds_b) for e in ents})

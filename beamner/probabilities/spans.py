@@ -33,7 +33,7 @@ Two estimators:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +56,7 @@ __all__ = [
     "constrained_batch",
     "constrained_from_batch",
     "distributions_from_batch",
+    "distributions_from_marginals",
     "singlelabel_group",
     "span_distributions",
     "span_group",
@@ -213,17 +214,28 @@ def distributions_from_batch(
 ) -> SpanDistributions:
     """The beam estimator on a finished batch's ``i``-th doc (``doc``, whose
     vocab names the labels); ``labels``: the columns, in order."""
-    labels = tuple(labels)
     strings = doc.vocab.strings
-    column_of = {strings[label]: j for j, label in enumerate(labels)}
-    marginals = entity_probabilities(batch, i, temperature)
+    marginals = {
+        (start, end, strings[label]): prob
+        for (start, end, label), prob in entity_probabilities(batch, i, temperature).items()
+        if label != 0  # a blocked (label-less) preset span, not an entity
+    }
+    return distributions_from_marginals(doc, labels, marginals)
+
+
+def distributions_from_marginals(
+    doc: Doc, labels: Sequence[str], marginals: Mapping[tuple[int, int, str], float]
+) -> SpanDistributions:
+    """The beam estimator from entity marginals ``{(start, end, label): p}``
+    (every label among ``labels``, the columns in order): one row per span,
+    "no entity" the rest of its mass."""
+    labels = tuple(labels)
+    column_of = {label: j for j, label in enumerate(labels)}
     index: dict[tuple[int, int], int] = {}
     rows: list[int] = []
     cols: list[int] = []
     values: list[float] = []
     for (start, end, label), prob in marginals.items():
-        if label == 0:  # a blocked (label-less) preset span, not an entity
-            continue
         rows.append(index.setdefault((start, end), len(index)))
         cols.append(column_of[label])
         values.append(prob)
