@@ -129,8 +129,8 @@ def read_records(
 ) -> Iterator[Record]:
     """The records of ``path`` (``"-"``: stdin, JSONL or text), streamed.
 
-    The input is opened (and a DocBin read) here, before the first record is
-    asked for, so a missing input fails before any output is made.
+    The input is checked (opened, and a DocBin read) here, before the first
+    record is asked for, so a missing input fails before any output is made.
 
     A bad line (undecodable UTF-8, bad JSON, not an object, no string
     ``"text"``, a string no UTF-8 output can hold) raises :class:`InputError`
@@ -144,7 +144,9 @@ def read_records(
             raise InputError(f"{path}: cannot read the input (no such file)")
         docbin = DocBin().from_disk(Path(path))
         return _docbin_records(docbin)
-    return _line_records(_open_binary(path), path, fmt, skip_invalid, invalid, on_invalid)
+    if str(path) != "-":
+        _open_binary(path).close()  # fails now, naming the input; read when the records are
+    return _line_records(path, fmt, skip_invalid, invalid, on_invalid)
 
 
 def _docbin_records(docbin: DocBin) -> Iterator[Record]:
@@ -154,13 +156,13 @@ def _docbin_records(docbin: DocBin) -> Iterator[Record]:
 
 
 def _line_records(
-    f: IO[bytes],
     path: str | os.PathLike[str],
     fmt: str,
     skip: bool,
     invalid: list[int] | None,
     on_invalid: OnInvalid | None,
 ) -> Iterator[Record]:
+    f = _open_binary(path)
     try:
         for lineno, raw in enumerate(f, start=1):
             try:
