@@ -191,6 +191,17 @@ using IntOrBoolArray = Annotated<IntOrBoolArrayName>;
 using FloatArray = Annotated<FloatArrayName>;
 using FloatArrayOrNone = Annotated<FloatArrayOrNoneName>;
 
+/// target.advance(scores) for BeamBatch and BeamUpdate: the scores checked
+/// and copied while the GIL is held, the step taken with it released.
+template <typename T>
+void advance_released(T& target, const FloatArray& scores_obj) {
+  std::int64_t rows = 0;
+  std::int64_t cols = 0;
+  const std::vector<float> scores = float_copy(scores_obj, "scores", 2, &rows, &cols);
+  py::gil_scoped_release release;
+  target.advance(scores.data(), rows, cols);
+}
+
 /// (start, end, label), as entities cross the boundary.
 using EntityTuple = py::typing::Tuple<int, int, int>;
 

@@ -36,14 +36,6 @@ std::unique_ptr<PyBeamBatch> make_batch(const TransitionSystem& system, const Do
       BeamBatch(system, docs, options, golds.value_or(std::vector<Gold>{})), "BeamBatch");
 }
 
-void advance(BeamBatch& batch, const FloatArray& scores_obj) {
-  std::int64_t rows = 0;
-  std::int64_t cols = 0;
-  const std::vector<float> scores = float_copy(scores_obj, "scores", 2, &rows, &cols);
-  py::gil_scoped_release release;
-  batch.advance(scores.data(), rows, cols);
-}
-
 void expect_shape(const py::array& a, const char* name, std::initializer_list<py::ssize_t> shape) {
   std::size_t i = 0;
   bool ok = static_cast<std::size_t>(a.ndim()) == shape.size();
@@ -284,7 +276,7 @@ void bind_beam_batch(py::module_& m) {
            "meet finishes with no parses (is_infeasible).")
       .def("is_infeasible", locked(&BeamBatch::is_infeasible), py::arg("doc"),
            "Whether the document's span constraints ruled out every parse.")
-      .def("advance", locked(&advance), py::arg("scores"),
+      .def("advance", locked(&advance_released<BeamBatch>), py::arg("scores"),
            "One step with a C-contiguous float32 (n_unfinished, n_actions) score matrix.")
       .def("run_precomputed", locked(&run_precomputed), py::arg("features"), py::arg("lower_bias"),
            py::arg("upper_W") = py::none(), py::arg("upper_b") = py::none(),

@@ -19,14 +19,6 @@ py::array_t<std::int32_t> prepare_step(BeamUpdate& update) {
   return ids;
 }
 
-void advance(BeamUpdate& update, const FloatArray& scores_obj) {
-  std::int64_t rows = 0;
-  std::int64_t cols = 0;
-  const std::vector<float> scores = float_copy(scores_obj, "scores", 2, &rows, &cols);
-  py::gil_scoped_release release;
-  update.advance(scores.data(), rows, cols);
-}
-
 py::array_t<float> gradient(BeamUpdate& update, int step) {
   const auto rows = static_cast<py::ssize_t>(update.n_rows(step));
   py::array_t<float> out({rows, static_cast<py::ssize_t>(update.n_actions())});
@@ -49,7 +41,7 @@ void bind_beam_update(py::module_& m) {
       .def_property_readonly("is_done", [](const PyBeamUpdate& u) { return u.value.is_done(); })
       .def("prepare_step", locked(&prepare_step),
            "Collect the step's unique states; returns their (n_rows, 3) context token ids.")
-      .def("advance", locked(&advance), py::arg("scores"),
+      .def("advance", locked(&advance_released<BeamUpdate>), py::arg("scores"),
            "Advance both beams with the prepared rows' scores.")
       .def_property_readonly("n_gradient_steps",
                              [](const PyBeamUpdate& u) { return u.value.n_gradient_steps(); })

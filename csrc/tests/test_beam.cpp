@@ -1,46 +1,17 @@
 #include <cmath>
+#include <map>
 #include <set>
 #include <stdexcept>
 #include <vector>
 
 #include "beamner/beam.hpp"
 #include "catch_compat.hpp"
+#include "fixtures.hpp"
 
 using namespace beamner;
+using namespace beamner::testing;
 
 namespace {
-
-constexpr label_t PER = 11;
-constexpr label_t LOC = 22;
-
-// A deterministic stand-in for the neural model: scores depend on the
-// context tokens only, as a real scorer's would.
-class StubScorer final : public Scorer {
- public:
-  explicit StubScorer(int n_classes) : n_classes_(n_classes) {}
-  void score(const std::int32_t* context, std::int64_t n_states, float* scores) override {
-    ++calls;
-    for (std::int64_t i = 0; i < n_states; ++i) {
-      const std::int32_t* c = context + i * kNumContextFeatures;
-      for (int j = 0; j < n_classes_; ++j) {
-        const unsigned h = static_cast<unsigned>((c[0] + 7) * 31 + (c[1] + 3) * 17 + j * 13);
-        scores[i * n_classes_ + j] = static_cast<float>(h % 97) / 10.0f;
-      }
-    }
-  }
-  int n_classes() const override { return n_classes_; }
-  int calls = 0;
-
- private:
-  int n_classes_;
-};
-
-DocBatch docs_of(const std::vector<int>& lengths) {
-  int total = 0;
-  for (int n : lengths) total += n;
-  return DocBatch(std::vector<TokenInfo>(static_cast<std::size_t>(total)),
-                  std::vector<std::int32_t>(lengths.begin(), lengths.end()));
-}
 
 double total_probability(const std::vector<Parse>& parses) {
   double sum = 0.0;
@@ -105,15 +76,20 @@ TEST_CASE("finished states get the path-average bonus while others catch up") {
   CHECK(beam.parses(1)[0].score == 3.0f);
 }
 
-TEST_CASE("density clipping keeps fewer candidates") {
+TEST_CASE("density clipping keeps fewer candidates, each scored as without it") {
   const TransitionSystem t = TransitionSystem::from_labels({PER, LOC});
-  BeamBatch wide(t, docs_of({6}), BeamOptions{16, 0.0f});
-  BeamBatch clipped(t, docs_of({6}), BeamOptions{16, 0.5f});
+  // Wide enough to hold every parse of 4 tokens: the unclipped beam is exhaustive.
+  BeamBatch all(t, docs_of({4}), BeamOptions{4096, 0.0f});
+  BeamBatch clipped(t, docs_of({4}), BeamOptions{4096, 0.5f});
   StubScorer a(t.n_actions()), b(t.n_actions());
-  wide.run(a);
+  all.run(a);
   clipped.run(b);
-  CHECK(clipped.parses(0).size() < wide.parses(0).size());
-  CHECK(clipped.parses(0)[0].history == wide.parses(0)[0].history);
+  std::map<std::vector<std::int32_t>, float> score_of;
+  for (const Parse& p : all.parses(0)) score_of[p.history] = p.score;
+  const std::vector<Parse> kept = clipped.parses(0);
+  REQUIRE(!kept.empty());
+  CHECK(kept.size() < score_of.size());
+  for (const Parse& p : kept) CHECK(score_of.at(p.history) == p.score);
 }
 
 TEST_CASE("bad scores are rejected without changing the beam") {

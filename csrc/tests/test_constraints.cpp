@@ -5,32 +5,12 @@
 
 #include "beamner/beam.hpp"
 #include "catch_compat.hpp"
+#include "fixtures.hpp"
 
 using namespace beamner;
+using namespace beamner::testing;
 
 namespace {
-
-constexpr label_t PER = 11;
-constexpr label_t LOC = 22;
-
-// Scores that depend on the context tokens only, as a real model's would.
-class HashScorer final : public Scorer {
- public:
-  explicit HashScorer(int n_classes) : n_classes_(n_classes) {}
-  void score(const std::int32_t* context, std::int64_t n_states, float* scores) override {
-    for (std::int64_t i = 0; i < n_states; ++i) {
-      const std::int32_t* c = context + i * kNumContextFeatures;
-      for (int j = 0; j < n_classes_; ++j) {
-        const unsigned h = static_cast<unsigned>((c[0] + 7) * 31 + (c[1] + 3) * 17 + j * 13);
-        scores[i * n_classes_ + j] = static_cast<float>(h % 89) / 20.0f;
-      }
-    }
-  }
-  int n_classes() const override { return n_classes_; }
-
- private:
-  int n_classes_;
-};
 
 bool holds(const Parse& p, std::int32_t start, std::int32_t end) {
   for (const Entity& e : p.entities) {
@@ -56,7 +36,7 @@ TEST_CASE("forced and forbidden spans split an exhaustive beam exactly") {
     BeamOptions options{1024, 0.0f};
     options.normalize = norm;
     BeamBatch all(t, DocBatch(std::vector<TokenInfo>(n), {n}), options);
-    HashScorer scorer(t.n_actions());
+    StubScorer scorer(t.n_actions());
     all.run(scorer);
     std::map<std::vector<std::int32_t>, float> score_of;
     for (const Parse& p : all.parses(0)) score_of[p.history] = p.score;
@@ -97,7 +77,7 @@ TEST_CASE("a forbidden span never dead-ends a narrow beam") {
   for (int width : {1, 2, 8}) {
     BeamBatch batch(t, DocBatch(std::vector<TokenInfo>(2), {2}), BeamOptions{width, 0.0f});
     batch.constrain(0, {SpanConstraint{0, 2, false}});
-    HashScorer scorer(t.n_actions());
+    StubScorer scorer(t.n_actions());
     batch.run(scorer);
     REQUIRE(!batch.is_infeasible(0));
     for (const Parse& p : batch.parses(0)) REQUIRE(!holds(p, 0, 2));
@@ -111,7 +91,7 @@ TEST_CASE("a span no parse can hold leaves its document without parses") {
   BeamBatch batch(t, DocBatch(tokens, {4, 4}), BeamOptions{4, 0.0f});
   batch.constrain(0, {SpanConstraint{1, 3, true}});
   batch.constrain(1, {SpanConstraint{1, 3, true}});
-  HashScorer scorer(t.n_actions());
+  StubScorer scorer(t.n_actions());
   batch.run(scorer);
   REQUIRE(batch.is_done());
   REQUIRE(batch.is_infeasible(0));
@@ -127,7 +107,7 @@ TEST_CASE("span constraints are checked") {
   REQUIRE_THROWS_AS(batch.constrain(0, {SpanConstraint{2, 4, true}}), std::invalid_argument);
   REQUIRE_THROWS_AS(batch.constrain(0, {SpanConstraint{1, 1, false}}), std::invalid_argument);
   REQUIRE_THROWS_AS(batch.constrain(1, {SpanConstraint{0, 1, true}}), std::out_of_range);
-  HashScorer scorer(t.n_actions());
+  StubScorer scorer(t.n_actions());
   std::vector<float> scores(static_cast<std::size_t>(t.n_actions()), 0.0f);
   batch.advance(scores.data(), 1, t.n_actions());
   REQUIRE_THROWS_AS(batch.constrain(0, {SpanConstraint{0, 1, true}}), std::logic_error);

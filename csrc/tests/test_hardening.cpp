@@ -7,8 +7,10 @@
 
 #include "beamner/beam.hpp"
 #include "catch_compat.hpp"
+#include "fixtures.hpp"
 
 using namespace beamner;
+using beamner::testing::StubScorer;
 
 TEST_CASE("finite scores whose running sum overflows are rejected, not an empty beam") {
   const TransitionSystem t = TransitionSystem::from_labels({11});
@@ -40,31 +42,6 @@ TEST_CASE("finite scores whose running sum overflows are rejected, not an empty 
   }
 }
 
-namespace {
-
-// Scores from the context tokens, varied enough that the beam keeps
-// distinct paths alive for a while before they die out.
-class HashScorer final : public Scorer {
- public:
-  explicit HashScorer(int n_classes) : n_classes_(n_classes) {}
-  void score(const std::int32_t* context, std::int64_t n_states, float* scores) override {
-    for (std::int64_t i = 0; i < n_states; ++i) {
-      const std::int32_t* c = context + i * kNumContextFeatures;
-      for (int j = 0; j < n_classes_; ++j) {
-        const auto h = static_cast<std::uint32_t>((c[0] + 7) * 2654435761u) ^
-                       static_cast<std::uint32_t>((c[1] + 3) * 40503u + j * 97u);
-        scores[i * n_classes_ + j] = static_cast<float>(h % 1009) / 100.0f;
-      }
-    }
-  }
-  int n_classes() const override { return n_classes_; }
-
- private:
-  int n_classes_;
-};
-
-}  // namespace
-
 TEST_CASE("a long document keeps O(length + width) history nodes, with the same parses") {
   const TransitionSystem t = TransitionSystem::from_labels({11, 22, 33});
   constexpr int kLength = 100000;
@@ -75,7 +52,7 @@ TEST_CASE("a long document keeps O(length + width) history nodes, with the same 
     BeamOptions options{kWidth, 0.0f};
     options.compact_history = compact;
     BeamBatch beam(t, DocBatch(std::vector<TokenInfo>(kLength), {kLength}), options);
-    HashScorer scorer(t.n_actions());
+    StubScorer scorer(t.n_actions());
     beam.run(scorer);
     nodes.push_back(beam.history_nodes(0));
     results.push_back(beam.parses(0));

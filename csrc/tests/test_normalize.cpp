@@ -11,47 +11,13 @@
 
 #include "beamner/beam.hpp"
 #include "catch_compat.hpp"
+#include "fixtures.hpp"
 #include "log_softmax.hpp"
 
 using namespace beamner;
+using namespace beamner::testing;
 
 namespace {
-
-constexpr label_t PER = 11;
-constexpr label_t LOC = 22;
-
-// Scores that depend on the context tokens only, as a real scorer's would,
-// spread like a model's (several units apart).
-class ContextScorer final : public Scorer {
- public:
-  ContextScorer(int n_classes, unsigned seed) : n_classes_(n_classes), seed_(seed) {}
-  void score(const std::int32_t* context, std::int64_t n_states, float* scores) override {
-    for (std::int64_t i = 0; i < n_states; ++i)
-      row(context + i * kNumContextFeatures, scores + i * n_classes_);
-  }
-  void row(const std::int32_t* c, float* out) const {
-    for (int j = 0; j < n_classes_; ++j) {
-      std::uint64_t h = seed_ * 0x9e3779b97f4a7c15ULL;
-      for (int f = 0; f < kNumContextFeatures; ++f)
-        h = (h ^ static_cast<unsigned>(c[f] + 2)) * 0x100000001b3ULL;
-      h = (h ^ static_cast<unsigned>(j)) * 0xff51afd7ed558ccdULL;
-      h ^= h >> 33;
-      out[j] = static_cast<float>(static_cast<double>(h % 100000) / 100000.0 * 8.0 - 4.0);
-    }
-  }
-  int n_classes() const override { return n_classes_; }
-
- private:
-  int n_classes_;
-  unsigned seed_;
-};
-
-DocBatch docs_of(const std::vector<int>& lengths) {
-  int total = 0;
-  for (int n : lengths) total += n;
-  return DocBatch(std::vector<TokenInfo>(static_cast<std::size_t>(total)),
-                  std::vector<std::int32_t>(lengths.begin(), lengths.end()));
-}
 
 using EntityKey = std::tuple<std::int32_t, std::int32_t, label_t>;
 
@@ -63,7 +29,7 @@ struct Enumeration {
   std::map<EntityKey, double> marginals;
 };
 
-void enumerate(const TransitionSystem& t, const DocBatch& docs, int doc, const ContextScorer& s,
+void enumerate(const TransitionSystem& t, const DocBatch& docs, int doc, const StubScorer& s,
                State state, std::vector<std::int32_t>& history, double logp, Enumeration& out) {
   if (state.is_final()) {
     const double p = std::exp(logp);
@@ -101,7 +67,7 @@ void enumerate(const TransitionSystem& t, const DocBatch& docs, int doc, const C
 }
 
 Enumeration enumerate_doc(const TransitionSystem& t, const DocBatch& docs, int doc,
-                          const ContextScorer& s) {
+                          const StubScorer& s) {
   Enumeration out;
   std::vector<std::int32_t> history;
   enumerate(t, docs, doc, s, State::initial(docs.length(doc)), history, 0.0, out);
@@ -208,7 +174,7 @@ TEST_CASE("normalize names parse and bad ones are refused") {
 TEST_CASE("coverage and bounds need Normalize::kLocal") {
   const TransitionSystem t = TransitionSystem::from_labels({PER, LOC});
   BeamBatch beam(t, docs_of({3}), BeamOptions{4, 0.0f});
-  ContextScorer scorer(t.n_actions(), 1);
+  StubScorer scorer(t.n_actions(), 1);
   beam.run(scorer);
   CHECK_THROWS_AS(beam.coverage(0), std::invalid_argument);
   CHECK_THROWS_AS(beam.entity_bounds(0), std::invalid_argument);
@@ -218,7 +184,7 @@ TEST_CASE("a beam wider than the number of parses holds all of them: coverage 1,
   const TransitionSystem t = TransitionSystem::from_labels({PER, LOC});
   const DocBatch docs = docs_of({1, 2, 3, 4, 0});
   for (unsigned seed : {1u, 2u, 3u}) {
-    ContextScorer scorer(t.n_actions(), seed);
+    StubScorer scorer(t.n_actions(), seed);
     BeamOptions options{512, 0.0f};
     options.normalize = Normalize::kLocal;
     BeamBatch beam(t, docs, options);
@@ -245,7 +211,7 @@ TEST_CASE("narrow normalized beams: every exact marginal lies inside its bounds"
   const TransitionSystem t = TransitionSystem::from_labels({PER, LOC});
   const DocBatch docs = docs_of({3, 4, 5, 6});
   for (unsigned seed : {4u, 5u}) {
-    ContextScorer scorer(t.n_actions(), seed);
+    StubScorer scorer(t.n_actions(), seed);
     for (int width : {1, 2, 4, 16}) {
       for (float density : {0.0f, 0.01f}) {
         BeamOptions options{width, density};
@@ -285,7 +251,7 @@ TEST_CASE("normalized parse scores are sums of step log-probabilities (no finish
   // normalized step scores.
   const TransitionSystem t = TransitionSystem::from_labels({PER, LOC});
   const DocBatch docs = docs_of({5, 3, 7});
-  ContextScorer scorer(t.n_actions(), 9);
+  StubScorer scorer(t.n_actions(), 9);
   BeamOptions options{8, 0.0f};
   options.normalize = Normalize::kLocal;
   BeamBatch beam(t, docs, options);
@@ -332,7 +298,7 @@ TEST_CASE("normalized parse scores are sums of step log-probabilities (no finish
 TEST_CASE("Normalize::kNone is the default and adds raw scores") {
   const TransitionSystem t = TransitionSystem::from_labels({PER, LOC});
   const DocBatch docs = docs_of({6, 2});
-  ContextScorer scorer(t.n_actions(), 3);
+  StubScorer scorer(t.n_actions(), 3);
   BeamOptions defaults{8, 0.0f};
   CHECK(defaults.normalize == Normalize::kNone);
   BeamBatch raw(t, docs, defaults);

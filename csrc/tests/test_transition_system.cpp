@@ -2,13 +2,12 @@
 
 #include "beamner/transition_system.hpp"
 #include "catch_compat.hpp"
+#include "fixtures.hpp"
 
 using namespace beamner;
+using namespace beamner::testing;
 
 namespace {
-
-constexpr label_t PER = 11;
-constexpr label_t LOC = 22;
 
 TransitionSystem table() { return TransitionSystem::from_labels({PER, LOC}); }
 
