@@ -630,3 +630,62 @@ def test_every_acknowledged_answer_is_fsynced(
         assert other.stat().st_ino not in synced and len(dataset_lines(other)) == 1
     finally:
         server.close()
+
+
+# -- what held up, behind the guard ------------------------------------------------------------
+
+
+def test_20_clients_with_undo_behind_the_guard(
+    model_dir: Path, source: Path, tmp_path: Path
+) -> None:
+    """20 pages answer and undo at once through the guard (Origin and JSON, as
+    the page sends them): the file holds exactly the answers not undone, once each."""
+    dataset = tmp_path / "d.jsonl"
+    server = make_server(model_dir, source, dataset, update_every=25, order="random")
+    kept: dict[str, list[tuple[int, str]]] = {}
+    failures: list[str] = []
+    n_undone: list[int] = []
+
+    def page(name: str) -> None:
+        mine: list[tuple[int, str]] = []
+        kept[name] = mine
+        origin = {"Origin": url}
+        with httpx.Client(base_url=url, timeout=120, headers=origin) as http_:
+            task = http_.post("/api/next", json={"client": name}).json()["task"]
+            for i in range(12):
+                decision = ("accept", "reject", "ignore")[i % 3]
+                body = {"client": name, "task_hash": task["_task_hash"], "answer": decision}
+                r = http_.post("/api/answer", json=body)
+                if r.status_code != 200:
+                    failures.append(f"{name} answer {i}: {r.status_code} {r.text}")
+                    return
+                mine.append((task["_task_hash"], decision))
+                task = r.json()["task"]
+                if i % 4 == 3:  # undo: allowed until an update took the answer
+                    r = http_.post("/api/undo", json={"client": name})
+                    if r.status_code == 200:
+                        undone = mine.pop()
+                        n_undone.append(1)
+                        task = r.json()["task"]
+                        if task["_task_hash"] != undone[0]:
+                            failures.append(f"{name} undo {i}: another task came back")
+                            return
+                    elif r.status_code != 409:
+                        failures.append(f"{name} undo {i}: {r.status_code} {r.text}")
+                        return
+
+    with running(server) as url:
+        threads = [threading.Thread(target=page, args=(f"page{n}",)) for n in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        refused = server.stats()["n_refused"]
+    assert not failures, failures[:3]
+    assert refused == 0 and len(n_undone) > 0
+    lines = dataset_lines(dataset)
+    expected = [x for mine in kept.values() for x in mine]
+    assert sorted(lines) == sorted(expected)
+    assert len({h for h, _ in lines}) == len(lines)
+    for mine in kept.values():  # each page's answers in the file in its order
+        assert [x for x in lines if x in set(mine)] == mine

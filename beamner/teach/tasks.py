@@ -85,7 +85,7 @@ BAD_LINES_KEPT = 10
 
 #: What a task stream reads: a records file (see :func:`beamner.io.records.read_records`),
 #: or an iterable of texts, :class:`~beamner.io.records.Record` objects or dicts with ``"text"``.
-Source = Union[str, "os.PathLike[str]", Iterable[Union[str, Record, dict[str, Any]]]]
+Source = Union[str, "os.PathLike[str]", Iterable[str | Record | dict[str, Any]]]
 
 Candidate = tuple[int, int, str]  # token start, token end (exclusive), label
 

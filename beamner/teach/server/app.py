@@ -215,6 +215,7 @@ class TeachServer:
         self.n_saves = 0
         #: Requests refused before reaching the API (foreign Host or Origin, not JSON, too big).
         self.n_refused = 0
+        self._refused_lock = threading.Lock()
         self.last_update: dict[str, Any] | None = None
         self.last_error: str | None = None
         self.closed = False
@@ -321,7 +322,9 @@ class TeachServer:
     def note_refused(self, status: int, why: str) -> None:
         """Count (and log) a request the :class:`RequestGuard` refused."""
         LOG.warning("refused a request (%d): %s", status, why)
-        with self._lock:
+        # Its own lock: called on the event loop, which must not wait while _lock is
+        # held for a beam scoring a batch.
+        with self._refused_lock:
             self.n_refused += 1
 
     def _check_open(self) -> None:
@@ -427,18 +430,20 @@ def allowed_hosts(host: str, extra: Iterable[str] = ()) -> frozenset[str]:
 def _split_host(value: str) -> tuple[str, int] | None:
     """A Host header's (name, port); None if malformed. No port: 80 (plain HTTP)."""
     value = value.strip().lower()
-    if value.startswith("["):
-        name, bracket, rest = value.partition("]")
-        if not bracket:
+    if value.startswith("["):  # an IPv6 address: [::1]:8080
+        end = value.find("]")
+        if end < 0:
             return None
-        name += "]"
+        name, rest = value[: end + 1], value[end + 1 :]
     else:
-        name, _, port_text = value.partition(":")
-        rest = f":{port_text}" if _ else ""
+        name, colon, port_text = value.partition(":")
+        rest = colon + port_text
+    if not name:
+        return None
     if not rest:
-        return (name, 80) if name else None
+        return name, 80
     port_text = rest[1:]
-    if not rest.startswith(":") or not port_text.isdigit() or len(port_text) > 5:
+    if rest[0] != ":" or not port_text.isdigit() or len(port_text) > 5:
         return None
     return name, int(port_text)
 
