@@ -14,6 +14,7 @@
 
 #include "beamner/scorer.hpp"
 #include "beamner/types.hpp"
+#include "check.hpp"
 #include "sequential_gemm.hpp"
 
 namespace beamner {
@@ -112,11 +113,8 @@ void PrecomputedScorer::score(const std::int32_t* context, std::int64_t n_states
     const float* feature[nF];
     for (std::int64_t f = 0; f < nF; ++f) {
       const std::int32_t token = context[b * nF + f];
-      if (token > max_token || token < -1) {
-        throw std::out_of_range("context token " + std::to_string(token) +
-                                " is outside the precomputed features (" +
-                                std::to_string(model_.n_rows - 1) + " tokens)");
-      }
+      BEAMNER_THROW_IF(token > max_token || token < -1, std::out_of_range, "context token ", token,
+                       " is outside the precomputed features (", model_.n_rows - 1, " tokens)");
       feature[f] = model_.features + ((token + 1) * nF + f) * piece_width;
     }
     // One state at a time, in spaCy's order: the features into zeros (so

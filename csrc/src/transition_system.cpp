@@ -9,6 +9,8 @@
 
 #include "beamner/transition_system.hpp"
 
+#include "check.hpp"
+
 namespace beamner {
 namespace {
 
@@ -171,27 +173,20 @@ float out_cost(const State& s, const Gold& gold) {
 }  // namespace
 
 TransitionSystem::TransitionSystem(std::vector<Action> actions) : actions_(std::move(actions)) {
-  if (actions_.empty()) throw std::invalid_argument("transition table is empty");
+  BEAMNER_THROW_IF(actions_.empty(), std::invalid_argument, "transition table is empty");
   for (std::size_t i = 0; i < actions_.size(); ++i) {
     const Action& a = actions_[i];
     const auto move = static_cast<int>(a.move);
-    if (move < 1 || move >= kNumMoves) {
-      throw std::invalid_argument("action " + std::to_string(i) + ": move " + std::to_string(move) +
-                                  " is not one of B, I, L, U, O (1..5)");
-    }
-    if (a.move == Move::Out && a.label != 0) {
-      throw std::invalid_argument("action " + std::to_string(i) +
-                                  ": O cannot have a label, got label " + std::to_string(a.label));
-    }
-    if (a.label == 0 && a.move != Move::Out && a.move != Move::Unit) {
-      throw std::invalid_argument("action " + std::to_string(i) + ": move " + std::to_string(move) +
-                                  " needs a label, got label 0 (only U and O may have label 0)");
-    }
+    BEAMNER_THROW_IF(move < 1 || move >= kNumMoves, std::invalid_argument, "action ", i, ": move ",
+                     move, " is not one of B, I, L, U, O (1..5)");
+    BEAMNER_THROW_IF(a.move == Move::Out && a.label != 0, std::invalid_argument, "action ", i,
+                     ": O cannot have a label, got label ", a.label);
+    BEAMNER_THROW_IF(a.label == 0 && a.move != Move::Out && a.move != Move::Unit,
+                     std::invalid_argument, "action ", i, ": move ", move,
+                     " needs a label, got label 0 (only U and O may have label 0)");
     for (std::size_t j = 0; j < i; ++j) {
-      if (actions_[j] == a) {
-        throw std::invalid_argument("action " + std::to_string(i) + " duplicates action " +
-                                    std::to_string(j));
-      }
+      BEAMNER_THROW_IF(actions_[j] == a, std::invalid_argument, "action ", i, " duplicates action ",
+                       j);
     }
   }
   unlabelled_.fill(-1);
@@ -229,10 +224,8 @@ TransitionSystem TransitionSystem::from_labels(const std::vector<label_t>& label
   std::vector<Action> actions;
   for (Move move : {Move::Begin, Move::In, Move::Last, Move::Unit}) {
     for (label_t label : labels) {
-      if (label == 0) {
-        throw std::invalid_argument(
-            "labels must be non-zero (0 is reserved for 'no label'), got 0");
-      }
+      BEAMNER_THROW_IF(label == 0, std::invalid_argument,
+                       "labels must be non-zero (0 is reserved for 'no label'), got 0");
       actions.push_back({move, label});
     }
   }
