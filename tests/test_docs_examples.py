@@ -30,7 +30,7 @@ FENCE = re.compile(r"^(`{3,})(.*)$")
 NOT_RUN = re.compile(r"^<!--\s*not-run:(.*?)-->\s*$")
 # The repository's directories an example may read (never write) from the scratch root.
 LINKED = ("examples",)
-TIMEOUT_S = 600
+TIMEOUT_S = 300
 
 
 @dataclass(frozen=True)
