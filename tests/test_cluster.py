@@ -20,6 +20,7 @@ from conftest import corpus_texts
 from beamner import cluster
 from beamner.cluster import jobs as cluster_jobs
 from beamner.cluster.engine import parse_local
+from beamner.io.records import InputError
 from beamner.jobs.annotate import annotate
 from beamner.jobs.rank import rank
 
@@ -244,3 +245,90 @@ def test_stdout_output_in_input_order(
     assert capsys.readouterr().out.encode("utf-8") == _first_lines(single_output, 192)
     with pytest.raises(ValueError, match="--resume needs an --output file"):
         cluster.annotate(MODEL, head, None, cluster=client, resume=True)
+
+
+def _mixed(lines: Path, n: int, long_at: int, surrogate_at: int | None) -> Path:
+    """``n`` real lines as JSONL with a 1,000,006-character text inserted at line
+    ``long_at`` and a lone surrogate at ``surrogate_at`` (1-based)."""
+    texts = lines.read_text(encoding="utf-8").splitlines()[:n]
+    rows = [json.dumps({"text": t, "id": i}) for i, t in enumerate(texts)]
+    rows.insert(long_at - 1, json.dumps({"text": "x " * 500_003}))
+    if surrogate_at is not None:
+        rows.insert(surrogate_at - 1, '{"text": "lone \\ud800"}')
+    path = lines.with_name(f"mixed-{n}-{long_at}-{surrogate_at}.jsonl")
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def _sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_bad_records_are_skipped_alone_as_on_one_machine(client: Any, lines: Path) -> None:
+    mixed = _mixed(lines, 192, long_at=70, surrogate_at=20)
+    single, distributed = mixed.with_name("mixed-single.jsonl"), mixed.with_name("mixed-c.jsonl")
+    expected = annotate(MODEL, mixed, single, skip_invalid=True, progress=False)
+    summary = cluster.annotate(
+        MODEL, mixed, distributed, cluster=client, partition_size=64, skip_invalid=True
+    )
+    assert expected.invalid_lines == summary.invalid_lines == [20, 71]
+    assert summary.written == expected.written == 192
+    assert distributed.read_bytes() == single.read_bytes()
+    ranked = cluster.rank(
+        MODEL, mixed, None, cluster=client, partition_size=64, skip_invalid=True, top=5
+    )
+    assert ranked.invalid_lines == [20, 71] and ranked.written == 5
+
+
+def test_failed_run_leaves_an_existing_output_and_resumes_from_its_parts(
+    client: Any, lines: Path, single_output: bytes
+) -> None:
+    mixed = _mixed(lines, 192, long_at=100, surrogate_at=None)
+    out = mixed.with_name("existing.jsonl")
+    out.write_text("an earlier result\n", encoding="utf-8")
+    before = _sha(out)
+    with pytest.raises(ValueError, match=r"exists; pass --overwrite"):
+        cluster.annotate(MODEL, mixed, out, cluster=client)
+    with pytest.raises(InputError, match=rf"{mixed.name}:100: the text is 1000006 characters"):
+        cluster.annotate(MODEL, mixed, out, cluster=client, partition_size=64, overwrite=True)
+    assert _sha(out) == before
+    parts = out.with_name(out.name + ".parts")
+    assert (parts / "part-000000.jsonl").exists()  # kept for --resume
+    # The line fixed: --resume sends only what the parts lack, and replaces the output.
+    rows = mixed.read_text(encoding="utf-8").splitlines()
+    del rows[99]
+    mixed.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    summary = cluster.annotate(
+        MODEL, mixed, out, cluster=client, partition_size=64, overwrite=True, resume=True
+    )
+    assert summary.skipped_resume >= 64
+    got = [json.loads(r) for r in out.read_text(encoding="utf-8").splitlines()]
+    assert [r.pop("id") for r in got] == list(range(192))
+    assert got == [json.loads(r) for r in _first_lines(single_output, 192).splitlines()]
+    assert not parts.exists()
+
+
+def test_failed_run_without_an_output_keeps_the_lines_before_it(client: Any, lines: Path) -> None:
+    mixed = _mixed(lines, 160, long_at=90, surrogate_at=None)
+    out = mixed.with_name("fresh.jsonl")
+    with pytest.raises(InputError, match=r":90: the text .* 89 docs are in .*--resume"):
+        cluster.annotate(MODEL, mixed, out, cluster=client, partition_size=64)
+    single = mixed.with_name("fresh-single.jsonl")
+    annotate(MODEL, mixed, single, skip_invalid=True, progress=False)
+    assert out.read_bytes() == _first_lines(single.read_bytes(), 89)
+    assert not out.with_name(out.name + ".parts").exists()
+
+
+def test_rank_output_policy(client: Any, lines: Path) -> None:
+    head = _head(lines, 64)
+    with pytest.raises(ValueError, match="is the input"):
+        cluster.rank(MODEL, head, head, cluster=client, overwrite=True)
+    mixed = _mixed(lines, 100, long_at=50, surrogate_at=None)
+    out = mixed.with_name("ranked.jsonl")
+    out.write_text("earlier tasks\n", encoding="utf-8")
+    before = _sha(out), _sha(mixed)
+    with pytest.raises(InputError, match=rf"{mixed.name}:50: the text"):
+        cluster.rank(MODEL, mixed, out, cluster=client, partition_size=64, overwrite=True)
+    assert (_sha(out), _sha(mixed)) == before

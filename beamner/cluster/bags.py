@@ -5,17 +5,20 @@ partition for partition, in the input's order."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from beamner.cluster.workers import PipelineSpec, annotate_partition, rank_partition
 from beamner.io.records import records_from_items
-from beamner.jobs.runners import (
-    DEFAULT_SETTINGS,
-    AnnotateOptions,
-    Failure,
-    RankOptions,
-    check_batch_size,
-)
+from beamner.jobs.options import AnnotateArgs, AnnotateJob, Job, RankArgs, RankJob
+from beamner.jobs.runners import AnnotateOptions, Failure, RankOptions
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+JobT = TypeVar("JobT", bound=Job)
+# Options of a job over a file; a bag has none of them.
+_FILE_OPTIONS = {"fmt", "skip_invalid", "resume", "overwrite", "progress", "top"}
 
 __all__ = ["annotate_bag", "rank_bag"]
 
@@ -44,47 +47,33 @@ def _rank_partition(
     return [json.loads(line) for _, line in tasks]
 
 
-def annotate_bag(
-    bag: Any,
-    model: str,
-    *,
-    beam_width: int = DEFAULT_SETTINGS.width,
-    beam_density: float = DEFAULT_SETTINGS.density,
-    threshold: float = 0.1,
-    batch_size: int = 64,
-    gpu_id: int = -1,
-    normalize: str | None = None,
-) -> Any:
+def _bag_job(kind: type[JobT], args: Mapping[str, Any]) -> JobT:
+    """The job's options for a bag: those that name a file or a run do not apply."""
+    given = sorted(set(args) & _FILE_OPTIONS)
+    if given:
+        raise TypeError(f"{', '.join(given)}: options of a file job, not of a bag")
+    return kind(**args)
+
+
+def annotate_bag(bag: Any, model: str, **args: Unpack[AnnotateArgs]) -> Any:
     """A bag of the annotations :func:`beamner.jobs.annotate` writes (dicts: the
-    item's keys, ``text``, ``ents``, ``spans``), one per item, in order. Each
-    partition runs on one worker with that worker's cached pipeline, in batches of
-    ``batch_size``; the scores equal the single-machine run's when partitions are
-    multiples of ``batch_size`` (``bag.repartition`` or ``db.from_sequence(...,
-    partition_size=k * batch_size)``)."""
-    options = AnnotateOptions(threshold)
-    check_batch_size(batch_size)
-    spec = PipelineSpec(str(model), "annotate", beam_width, beam_density, gpu_id, normalize)
-    return bag.map_partitions(_annotate_partition, spec, options, batch_size)
+    item's keys, ``text``, ``ents``, ``spans``), one per item, in order, with
+    its beam and batch options (:class:`~beamner.jobs.options.AnnotateJob`).
+    Each partition runs on one worker with that worker's cached pipeline, in
+    batches of ``batch_size``; the scores equal the single-machine run's when
+    partitions are multiples of ``batch_size`` (``bag.repartition`` or
+    ``db.from_sequence(..., partition_size=k * batch_size)``)."""
+    job = _bag_job(AnnotateJob, args)
+    spec = PipelineSpec.for_job(str(model), "annotate", job)
+    return bag.map_partitions(_annotate_partition, spec, job.options, job.batch_size)
 
 
-def rank_bag(
-    bag: Any,
-    model: str,
-    *,
-    strategy: str = "uncertainty",
-    unit: str = "doc",
-    beam_width: int = DEFAULT_SETTINGS.width,
-    beam_density: float = DEFAULT_SETTINGS.density,
-    threshold: float = 0.05,
-    batch_size: int = 64,
-    gpu_id: int = -1,
-    normalize: str | None = None,
-) -> Any:
+def rank_bag(bag: Any, model: str, **args: Unpack[RankArgs]) -> Any:
     """A bag of annotation tasks as :func:`beamner.jobs.rank` writes them, in input
     order, each with ``meta.score`` (its ``meta.line`` counts within the partition:
-    give items an id key to find them again). Order them with the engine, e.g.
-    ``bag.topk(100, key=lambda t: t["meta"]["score"])``."""
-    options = RankOptions(strategy, unit, threshold)
-    check_batch_size(batch_size)
-    spec = PipelineSpec(str(model), "rank", beam_width, beam_density, gpu_id, normalize)
-    return bag.map_partitions(_rank_partition, spec, options, batch_size)
+    give items an id key to find them again), with its beam, batch and task
+    options (:class:`~beamner.jobs.options.RankJob`). Order them with the
+    engine, e.g. ``bag.topk(100, key=lambda t: t["meta"]["score"])``."""
+    job = _bag_job(RankJob, args)
+    spec = PipelineSpec.for_job(str(model), "rank", job)
+    return bag.map_partitions(_rank_partition, spec, job.options, job.batch_size)

@@ -111,7 +111,7 @@ def probe_scheduler(address: str, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> N
             if not 0 < size <= _MAX_HANDSHAKE:
                 raise ClusterError(f"{not_dask}: its first bytes are not Dask's handshake")
             payload = _recv_exactly(sock, size, deadline)
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise ClusterError(
                 f"{not_dask}: it accepted the connection but sent no Dask handshake within "
                 f"{timeout:g} s (an HTTP server or a dashboard port?)"

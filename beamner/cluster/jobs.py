@@ -33,9 +33,9 @@ import shutil
 import sys
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from beamner.cluster.engine import DEFAULT_CONNECT_TIMEOUT, connect
 from beamner.cluster.workers import (
@@ -44,7 +44,7 @@ from beamner.cluster.workers import (
     rank_partition,
     worker_max_length,
 )
-from beamner.io.atomic import OutputError, atomic_file, atomic_write_text, check_output
+from beamner.io.atomic import OutputError, atomic_file, atomic_write_text
 from beamner.io.records import (
     Record,
     RunSummary,
@@ -55,18 +55,13 @@ from beamner.io.records import (
     count_records,
     jsonl_output,
     progress_bar,
-    read_records,
 )
 from beamner.jobs.annotate import stop_state
-from beamner.jobs.runners import (
-    DEFAULT_SETTINGS,
-    AnnotateOptions,
-    Failure,
-    RankOptions,
-    skip_done,
-    stopped_at,
-    top_k,
-)
+from beamner.jobs.options import AnnotateArgs, AnnotateJob, Job, RankArgs, RankJob
+from beamner.jobs.runners import Failure, skip_done, stopped_at, top_k
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["annotate", "rank"]
 
@@ -74,6 +69,8 @@ _MANIFEST = "manifest.json"
 # Partitions per worker thread kept in flight: enough to hide the round trip, few
 # enough that the client holds little (records out, lines back).
 _IN_FLIGHT_PER_WORKER = 2
+# Job options that do not change what the parts hold.
+_NOT_PARAMS = ("progress", "overwrite", "resume")
 
 
 def _model_name(model: Any) -> str:
@@ -96,12 +93,6 @@ def _partition_size(batch_size: int, partition_size: int | None) -> int:
             f"got {partition_size}"
         )
     return partition_size
-
-
-def _params(spec: PipelineSpec, input: str | os.PathLike[str], **job: Any) -> dict[str, Any]:
-    """What a parts directory was made with (a resume must match it)."""
-    source = os.path.abspath(input) if str(input) != "-" else "-"
-    return {**spec.__dict__, "input": source, **job}
 
 
 class _Parts:
@@ -178,6 +169,13 @@ class _Parts:
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
 
+    def drop_after(self, index: int) -> None:
+        """Remove the parts after ``index``: a resume after the input was fixed at
+        a line of partition ``index`` (a line replaced, or deleted) recomputes them."""
+        for path in self.dir.glob("part-*.jsonl"):
+            if int(path.stem[5:]) > index:
+                path.unlink()
+
     def drop_if_empty(self) -> None:
         """Remove a parts directory this run made and wrote no part to."""
         if self.created and not any(self.dir.glob("part-*.jsonl")):
@@ -219,37 +217,76 @@ class _Stop:
             self.index, self.error, self.lines = index, error, lines
 
 
-def _run_partitions(
-    client: Any,
-    partitions: Iterator[tuple[int, list[Record]]],
-    submit: Callable[[int, list[Record]], Any],
-    finished: Callable[[int, Any, int], None],
-) -> None:
-    """Submit ``partitions`` with a bounded window; ``finished(index, result, n)``
-    for each as it completes (any order). A task error propagates (after Dask's
-    own retries); the part files already written stay for a resume."""
-    as_completed = importlib.import_module("distributed").as_completed  # untyped
+@dataclass
+class _Run:
+    """What sending a job's partitions needs: the client, the pipeline and the
+    job, Dask's ``retries`` of a failing task, the parts directory (``None``:
+    stdout) and the progress bar."""
 
-    slots = max(1, sum(client.nthreads().values()))  # worker threads, when the job starts
-    window = max(2, _IN_FLIGHT_PER_WORKER * slots)
-    pending = as_completed()
-    meta: dict[str, tuple[int, int]] = {}
+    client: Any
+    spec: PipelineSpec
+    job: AnnotateJob | RankJob
+    retries: int
+    parts: _Parts | None
+    bar: Any
 
-    def collect_one() -> None:
-        future = next(pending)
-        index, n = meta.pop(future.key)
-        result = future.result()
-        future.release()
-        finished(index, result, n)
+    def partitions(
+        self,
+        work: Callable[..., Any],
+        partitions: Iterator[tuple[int, list[Record]]],
+        finished: Callable[[int, Any, int], None],
+    ) -> None:
+        """Submit ``work(spec, options, records, batch_size)`` for each of
+        ``partitions`` with a bounded window; ``finished(index, result, n)`` for
+        each as it completes (any order). A task error propagates (after Dask's
+        own retries); the part files already written stay for a resume."""
+        as_completed = importlib.import_module("distributed").as_completed  # untyped
 
-    for index, records in partitions:
-        future = submit(index, records)
-        meta[future.key] = (index, len(records))
-        pending.add(future)
-        while len(meta) >= window:
-            collect_one()
-    while meta:
-        collect_one()
+        slots = max(1, sum(self.client.nthreads().values()))  # worker threads, at the start
+        window = max(2, _IN_FLIGHT_PER_WORKER * slots)
+        pending = as_completed()
+        meta: dict[str, tuple[int, int]] = {}
+        name = f"beamner-{work.__name__}-{uuid.uuid4().hex[:8]}"
+        args = (self.spec, self.job.options)
+
+        def collect_one() -> None:
+            future = next(pending)
+            index, n = meta.pop(future.key)
+            result = future.result()
+            future.release()
+            finished(index, result, n)
+
+        try:
+            for index, records in partitions:
+                future = self.client.submit(
+                    work,
+                    *args,
+                    records,
+                    self.job.batch_size,
+                    key=f"{name}-{index:06d}",
+                    retries=self.retries,
+                )
+                meta[future.key] = (index, len(records))
+                pending.add(future)
+                while len(meta) >= window:
+                    collect_one()
+            while meta:
+                collect_one()
+        except BaseException:
+            if self.parts is not None:
+                self.parts.drop_if_empty()
+            raise
+        finally:
+            self.bar.close()
+
+
+def _params(
+    spec: PipelineSpec, input: str | os.PathLike[str], job: Job, size: int
+) -> dict[str, Any]:
+    """What a parts directory was made with (a resume must match it)."""
+    source = os.path.abspath(input) if str(input) != "-" else "-"
+    options = {k: v for k, v in asdict(job).items() if k not in _NOT_PARAMS}
+    return {**spec.__dict__, "input": source, **options, "partition_size": size}
 
 
 def annotate(
@@ -258,49 +295,28 @@ def annotate(
     output: str | os.PathLike[str] | None = None,
     *,
     cluster: Any = "local[2]",
-    fmt: str = "auto",
-    beam_width: int = DEFAULT_SETTINGS.width,
-    beam_density: float = DEFAULT_SETTINGS.density,
-    threshold: float = 0.1,
-    batch_size: int = 64,
     partition_size: int | None = None,
-    gpu_id: int = -1,
-    skip_invalid: bool = False,
-    resume: bool = False,
-    overwrite: bool = False,
-    progress: bool | None = None,
-    normalize: str | None = None,
     retries: int = 1,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    **args: Unpack[AnnotateArgs],
 ) -> RunSummary:
     """:func:`beamner.jobs.annotate` on a Dask cluster: the same JSONL, byte for
-    byte, in input order, under the same output policy. ``cluster``: a
+    byte, in input order, under the same output policy; the same keyword
+    options (:class:`~beamner.jobs.options.AnnotateJob`). ``cluster``: a
     ``distributed.Client``, a scheduler address or file, or ``local[N]``
     (``connect_timeout``: seconds a scheduler has to answer).
     ``partition_size`` (default ``16 * batch_size``) docs go to a worker at a
-    time. ``resume`` continues an interrupted run from its parts (or, with
-    none, skips as many inputs as ``output`` has lines, as the single-machine
-    job does)."""
-    options = AnnotateOptions(threshold)
-    size = _partition_size(batch_size, partition_size)
-    spec = PipelineSpec(_model_name(model), "annotate", beam_width, beam_density, gpu_id, normalize)
-    target = check_output(output, [input], overwrite=overwrite, resume=resume)
-    if resume and target is None:
-        raise ValueError("--resume needs an --output file")
-    params = _params(
-        spec,
-        input,
-        fmt=fmt,
-        threshold=threshold,
-        batch_size=batch_size,
-        partition_size=size,
-        skip_invalid=skip_invalid,
-    )
-    summary = RunSummary()
-    records = read_records(input, fmt, skip_invalid=skip_invalid, on_invalid=summary.add_invalid)
+    time; a failing task is tried ``retries`` more times. ``resume`` continues
+    an interrupted run from its parts (or, with none, skips as many inputs as
+    ``output`` has lines, as the single-machine job does)."""
+    job = AnnotateJob(**args)
+    size = _partition_size(job.batch_size, partition_size)
+    spec = PipelineSpec.for_job(_model_name(model), "annotate", job)
+    resume = job.resume
+    target, summary, records = job.start(input, output, resume=resume)
+    params = _params(spec, input, job, size)
     existed = target is not None and target.exists()
-    total = count_records(input, fmt) if progress is not False else None
-    job = uuid.uuid4().hex[:8]
+    total = count_records(input, job.fmt) if job.progress is not False else None
     stop = _Stop()
     cut: set[int] = set()  # the partition a bad line cut short (never a part: not whole)
     tails: dict[int, str] = {}
@@ -314,10 +330,11 @@ def annotate(
             already = parts.already
         summary.skipped_resume = already
         max_length = None
-        if already and skip_invalid:  # records over max_length made no line
+        if already and job.skip_invalid:  # records over max_length made no line
             max_length = client.submit(worker_max_length, spec, pure=False).result()
         stream = UntilBadLine(skip_done(records, already, max_length))
-        bar = progress_bar(None if total is None else max(total - already, 0), progress, "annotate")
+        left = None if total is None else max(total - already, 0)
+        bar = progress_bar(left, job.progress, "annotate")
 
         def todo() -> Iterator[tuple[int, list[Record]]]:
             nonlocal n_partitions
@@ -338,7 +355,7 @@ def annotate(
             for result in results:
                 if isinstance(result, str):
                     lines.append(result)
-                elif skip_invalid:
+                elif job.skip_invalid:
                     summary.add_invalid(result.line, result.reason)
                 else:
                     stop.at(index, f"{input}:{result.line}: {result.reason}", "".join(lines))
@@ -350,27 +367,8 @@ def annotate(
             else:
                 sink.write(index, "".join(lines))
 
-        try:
-            _run_partitions(
-                client,
-                todo(),
-                lambda index, chunk: client.submit(
-                    annotate_partition,
-                    spec,
-                    options,
-                    chunk,
-                    batch_size,
-                    key=f"beamner-annotate-{job}-{index:06d}",
-                    retries=retries,
-                ),
-                finished,
-            )
-        except BaseException:
-            if parts is not None:
-                parts.drop_if_empty()
-            raise
-        finally:
-            bar.close()
+        run = _Run(client, spec, job, retries, parts, bar)
+        run.partitions(annotate_partition, todo(), finished)
     if stop.index is None and stream.error is None:
         if parts is not None:
             parts.merge(n_partitions)
@@ -392,6 +390,7 @@ def annotate(
         else:
             parts.remove()
         raise stopped_at(error, *stop_state(parts.output, False, resume, summary))
+    parts.drop_after(good)
     parts.drop_if_empty()
     kept = f"; the finished partitions are kept in {parts.dir}" if parts.dir.exists() else ""
     raise stopped_at(error, f"{parts.output} is left as it was{kept}", " with --resume")
@@ -403,60 +402,34 @@ def rank(
     output: str | os.PathLike[str] | None = None,
     *,
     cluster: Any = "local[2]",
-    fmt: str = "auto",
-    strategy: str = "uncertainty",
-    unit: str = "doc",
-    top: int | None = None,
-    beam_width: int = DEFAULT_SETTINGS.width,
-    beam_density: float = DEFAULT_SETTINGS.density,
-    threshold: float = 0.05,
-    batch_size: int = 64,
     partition_size: int | None = None,
-    gpu_id: int = -1,
-    skip_invalid: bool = False,
     resume: bool = False,
-    overwrite: bool = False,
-    progress: bool | None = None,
-    normalize: str | None = None,
     retries: int = 1,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    **args: Unpack[RankArgs],
 ) -> RunSummary:
     """:func:`beamner.jobs.rank` on a Dask cluster: the same tasks in the same order,
-    byte for byte, under the same output policy. Each partition sends back its
-    scored tasks (with ``top``, only its best ``top``); the client keeps the best
-    (:func:`~beamner.jobs.runners.top_k`) at the end. A bad record stops the job
-    with nothing written; the finished parts stay for ``resume``."""
-    options = RankOptions(strategy, unit, threshold, top)
-    size = _partition_size(batch_size, partition_size)
-    spec = PipelineSpec(_model_name(model), "rank", beam_width, beam_density, gpu_id, normalize)
-    target = check_output(output, [input], overwrite=overwrite, resume=resume)
-    if resume and target is None:
-        raise ValueError("--resume needs an --output file")
-    params = _params(
-        spec,
-        input,
-        fmt=fmt,
-        strategy=strategy,
-        unit=unit,
-        top=top,
-        threshold=threshold,
-        batch_size=batch_size,
-        partition_size=size,
-        skip_invalid=skip_invalid,
-    )
-    summary = RunSummary()
-    records = read_records(input, fmt, skip_invalid=skip_invalid, on_invalid=summary.add_invalid)
+    byte for byte, under the same output policy; the same keyword options
+    (:class:`~beamner.jobs.options.RankJob`), and those of :func:`annotate` here.
+    Each partition sends back its scored tasks (with ``top``, only its best
+    ``top``); the client keeps the best (:func:`~beamner.jobs.runners.top_k`) at
+    the end. A bad record stops the job with nothing written; the finished parts
+    stay for ``resume``."""
+    job = RankJob(**args)
+    size = _partition_size(job.batch_size, partition_size)
+    spec = PipelineSpec.for_job(_model_name(model), "rank", job)
+    target, summary, records = job.start(input, output, resume=resume)
+    params = _params(spec, input, job, size)
     stream = UntilBadLine(records)
     in_memory: dict[int, list[tuple[float, str]]] = {}
     stop = _Stop()
-    total = count_records(input, fmt) if progress is not False else None
-    job = uuid.uuid4().hex[:8]
+    total = count_records(input, job.fmt) if job.progress is not False else None
     n_partitions = 0
     with connect(cluster, timeout=connect_timeout) as client:
         parts = _Parts(target, params, resume) if target is not None else None
         if parts is not None:
             parts.start(0)
-        bar = progress_bar(total, progress, "rank")
+        bar = progress_bar(total, job.progress, "rank")
 
         def todo() -> Iterator[tuple[int, list[Record]]]:
             nonlocal n_partitions
@@ -471,7 +444,7 @@ def rank(
 
         def finished(index: int, result: Any, n: int) -> None:
             tasks, failures = result
-            if failures and not skip_invalid:
+            if failures and not job.skip_invalid:
                 stop.at(index, f"{input}:{failures[0].line}: {failures[0].reason}", "")
                 return
             for failure in failures:
@@ -482,31 +455,13 @@ def rank(
             else:
                 parts.write(index, "".join(f"{score!r}\t{line}" for score, line in tasks))
 
-        try:
-            _run_partitions(
-                client,
-                todo(),
-                lambda index, chunk: client.submit(
-                    rank_partition,
-                    spec,
-                    options,
-                    chunk,
-                    batch_size,
-                    key=f"beamner-rank-{job}-{index:06d}",
-                    retries=retries,
-                ),
-                finished,
-            )
-        except BaseException:
-            if parts is not None:
-                parts.drop_if_empty()
-            raise
-        finally:
-            bar.close()
+        run = _Run(client, spec, job, retries, parts, bar)
+        run.partitions(rank_partition, todo(), finished)
     if stop.index is not None or stream.error is not None:
         error = stop.error if stop.index is not None else str(stream.error)
         kept = ""
         if parts is not None:
+            parts.drop_after(stop.index if stop.index is not None else n_partitions)
             parts.drop_if_empty()
             if parts.dir.exists():
                 kept = f"; the finished partitions are kept in {parts.dir} for resume"
@@ -521,7 +476,7 @@ def rank(
                 score, line = row.split("\t", 1)
                 yield float(score), line
 
-    best = top_k(scored(), top)
+    best = top_k(scored(), job.top)
     with jsonl_output(target) as out:
         for _, line in best:
             out.write_line(line)

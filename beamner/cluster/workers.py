@@ -19,6 +19,7 @@ from typing import Any
 from spacy.language import Language
 
 from beamner.io.records import Record, batched, json_line
+from beamner.jobs.options import Job
 from beamner.jobs.runners import (
     AnnotateOptions,
     Annotator,
@@ -54,6 +55,11 @@ class PipelineSpec:
     beam_density: float = 0.0001
     gpu_id: int = -1
     normalize: str | None = None  # None: the component's own setting
+
+    @classmethod
+    def for_job(cls, model: str, name: str, job: Job) -> PipelineSpec:
+        """The pipeline job ``name`` (annotate, rank) with options ``job`` needs."""
+        return cls(model, name, job.beam_width, job.beam_density, job.gpu_id, job.normalize)
 
     def __post_init__(self) -> None:
         if self.job not in ("annotate", "rank"):

@@ -33,7 +33,7 @@ from spacy.tokens import Doc
 from beamner.engine.pipes import load_model
 from beamner.io.atomic import check_output, same_file
 from beamner.io.gold import parse_label_map
-from beamner.io.records import Record, batched, jsonl_output, read_records
+from beamner.io.records import Record, batched, jsonl_output, read_json_objects, read_records
 
 __all__ = [
     "AbSummary",
@@ -213,20 +213,6 @@ def ab_tasks(
     return summary
 
 
-def _read_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{lineno}: not JSON ({err.msg})") from None
-            if not isinstance(obj, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object")
-            yield lineno, obj
-
-
 def _task_hash(path: str | os.PathLike[str], lineno: int, obj: dict[str, Any]) -> int:
     value = obj.get("_task_hash")
     if not isinstance(value, int) or isinstance(value, bool):
@@ -276,19 +262,19 @@ def ab_score(
         raise ValueError(f"no key file {key_path} (written by ab-tasks next to the tasks)")
     sides: dict[int, dict[str, str]] = {}
     models: dict[str, str] = {}
-    for lineno, obj in _read_jsonl(key_path):
+    for lineno, obj in read_json_objects(key_path):
         task_sides = obj.get("sides")
         if not isinstance(task_sides, dict) or sorted(map(str, task_sides.values())) != ["A", "B"]:
             raise ValueError(f'{key_path}:{lineno}: "sides" must map the two option ids to A and B')
         sides[_task_hash(key_path, lineno, obj)] = {str(k): str(v) for k, v in task_sides.items()}
         models = obj.get("models", models)
-    task_hashes = [_task_hash(tasks, n, obj) for n, obj in _read_jsonl(tasks)]
+    task_hashes = [_task_hash(tasks, n, obj) for n, obj in read_json_objects(tasks)]
     missing = [h for h in task_hashes if h not in sides]
     if missing:
         raise ValueError(f"{key_path} has no sides for {len(missing)} tasks of {tasks}")
     latest: dict[int, str | None] = {}
     n_lines = 0
-    for lineno, obj in _read_jsonl(answers):
+    for lineno, obj in read_json_objects(answers):
         n_lines += 1
         h = _task_hash(answers, lineno, obj)
         if h not in sides:

@@ -46,9 +46,11 @@ __all__ = [
     "count_records",
     "format_of",
     "json_line",
+    "json_object",
     "jsonl_output",
     "parse_line",
     "progress_bar",
+    "read_json_objects",
     "read_records",
     "records_from_items",
     "span_json",
@@ -188,12 +190,7 @@ def parse_line(raw: bytes, fmt: str, lineno: int) -> Record:
     line = line.rstrip("\n").rstrip("\r")
     if fmt == "text":
         return Record(lineno, line)
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise InputError(f"{lineno}: not JSON ({err.msg}, column {err.colno})") from None
-    if not isinstance(obj, dict):
-        raise InputError(f"{lineno}: expected a JSON object, got {type(obj).__name__}")
+    obj = json_object(line, lineno)
     if "\\u" in line:  # only an escape can make a lone surrogate, which no output can encode
         try:
             json.dumps(obj, ensure_ascii=False).encode("utf-8")
@@ -208,6 +205,29 @@ def parse_line(raw: bytes, fmt: str, lineno: int) -> Record:
         got = "nothing" if text is None else type(text).__name__
         raise InputError(f'{lineno}: expected a "text" string, got {got}')
     return Record(lineno, text, obj)
+
+
+def json_object(line: str, lineno: int) -> dict[str, Any]:
+    """``line`` as a JSON object; :class:`InputError` ``"<lineno>: <reason>"`` if it is not one."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise InputError(f"{lineno}: not JSON ({err.msg}, column {err.colno})") from None
+    if not isinstance(obj, dict):
+        raise InputError(f"{lineno}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def read_json_objects(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line, object)`` for each non-blank line of a JSONL file (any keys, unlike
+    :func:`read_records`); :class:`InputError` naming ``path:line`` at a bad one."""
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if line.strip():
+                try:
+                    yield lineno, json_object(line, lineno)
+                except InputError as err:
+                    raise InputError(f"{path}:{err}") from None
 
 
 _parse_line = parse_line  # the former name (beamner.teach.tasks imports it)

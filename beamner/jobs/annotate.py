@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from spacy.language import Language
 
 from beamner.engine.pipes import load_model
-from beamner.io.atomic import check_output
 from beamner.io.records import (
     RunSummary,
     UntilBadLine,
@@ -18,19 +18,12 @@ from beamner.io.records import (
     json_line,
     jsonl_output,
     progress_bar,
-    read_records,
 )
-from beamner.jobs.runners import (
-    DEFAULT_SETTINGS,
-    AnnotateOptions,
-    Annotator,
-    Failure,
-    check_batch_size,
-    check_beam,
-    job_settings,
-    skip_done,
-    stopped_at,
-)
+from beamner.jobs.options import AnnotateArgs, AnnotateJob
+from beamner.jobs.runners import Annotator, Failure, job_settings, skip_done, stopped_at
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["annotate", "stop_state"]
 
@@ -39,24 +32,14 @@ def annotate(
     model: str | os.PathLike[str] | Language,
     input: str | os.PathLike[str],
     output: str | os.PathLike[str] | None = None,
-    *,
-    fmt: str = "auto",
-    beam_width: int = DEFAULT_SETTINGS.width,
-    beam_density: float = DEFAULT_SETTINGS.density,
-    threshold: float = 0.1,
-    batch_size: int = 64,
-    gpu_id: int = -1,
-    skip_invalid: bool = False,
-    resume: bool = False,
-    overwrite: bool = False,
-    progress: bool | None = None,
-    normalize: str | None = None,
+    **args: Unpack[AnnotateArgs],
 ) -> RunSummary:
     """Annotate ``input`` with ``model``'s beam and write JSONL to ``output``
     (stdout when ``None``): every input key, ``text``, ``ents`` (the best
     parse, with each entity's probability as ``score``) and ``spans`` (every
     candidate entity with probability >= ``threshold``, highest first); see
-    :class:`~beamner.jobs.runners.Annotator`.
+    :class:`~beamner.jobs.runners.Annotator`. The keyword options and their
+    defaults: :class:`~beamner.jobs.options.AnnotateJob`.
 
     The output follows :mod:`beamner.io.atomic`: ``output`` may not be the
     input, an existing one is refused unless ``overwrite`` or ``resume``, and
@@ -74,30 +57,27 @@ def annotate(
     ``"local"`` every span also gets ``bounds`` ``[lower, upper]`` (the
     interval its marginal under the model lies in) and the line a
     ``coverage`` (the model probability the beam held)."""
-    options = AnnotateOptions(threshold)
-    check_batch_size(batch_size)
-    check_beam(beam_width, beam_density, normalize)
-    target = check_output(output, [input], overwrite=overwrite, resume=resume)
-    if resume and target is None:
-        raise ValueError("--resume needs an --output file")
-    summary = RunSummary()
-    records = read_records(input, fmt, skip_invalid=skip_invalid, on_invalid=summary.add_invalid)
-    nlp = load_model(model, gpu_id)
-    annotator = Annotator(nlp, job_settings(nlp, beam_width, beam_density, normalize), options)
+    job = AnnotateJob(**args)
+    target, summary, records = job.start(input, output, resume=job.resume)
+    nlp = load_model(model, job.gpu_id)
+    settings = job_settings(nlp, job.beam_width, job.beam_density, job.normalize)
+    annotator = Annotator(nlp, settings, job.options)
     existed = target is not None and target.exists()
+    resume = job.resume
     already, keep_bytes = complete_lines(target) if resume and target is not None else (0, 0)
     summary.skipped_resume = already
-    max_length = nlp.max_length if skip_invalid else None
+    max_length = nlp.max_length if job.skip_invalid else None
     stream = UntilBadLine(skip_done(records, already, max_length))
-    total = count_records(input, fmt) if progress is not False else None
-    bar = progress_bar(None if total is None else max(total - already, 0), progress, "annotate")
+    total = count_records(input, job.fmt) if job.progress is not False else None
+    left = None if total is None else max(total - already, 0)
+    bar = progress_bar(left, job.progress, "annotate")
     try:
         with jsonl_output(target, keep_partial=True, keep_bytes=keep_bytes) as out:
-            for batch in batched(stream, batch_size):
+            for batch in batched(stream, job.batch_size):
                 for result in annotator.run(batch):
                     if isinstance(result, Failure):
                         error = f"{input}:{result.line}: {result.reason}"
-                        if not skip_invalid:
+                        if not job.skip_invalid:
                             raise stopped_at(error, *stop_state(target, existed, resume, summary))
                         summary.add_invalid(result.line, result.reason)
                         continue
