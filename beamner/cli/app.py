@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from beamner.cli import evaluation, jobs, teach
+from beamner.cli import answers, evaluation, jobs, teach
 
 app = typer.Typer(
     name="beamner",
@@ -24,6 +24,7 @@ app = typer.Typer(
 app.command("annotate")(jobs.annotate_cmd)
 app.command("evaluate")(evaluation.evaluate_cmd)
 app.command("calibrate")(evaluation.calibrate_cmd)
+app.command("threshold")(answers.threshold_cmd)
 app.command("rank")(jobs.rank_cmd)
 app.command("compare")(evaluation.compare_cmd)
 app.command("ab-tasks")(evaluation.ab_tasks_cmd)

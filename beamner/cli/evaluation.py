@@ -158,10 +158,11 @@ def calibrate_cmd(
         typer.Option(
             "--method",
             help="isotonic (a monotone map of entity probabilities; needs scikit-learn; "
-            "better than temperature on every measured set) or temperature (one T for "
-            "softmax(score / T)).",
+            "better than temperature on every measured set), temperature (one T for "
+            "softmax(score / T)) or auto (isotonic; with --format answers, temperature "
+            "below 50 answers).",
         ),
-    ] = "isotonic",
+    ] = "auto",
     per_label: Annotated[
         bool, typer.Option("--per-label", help="Isotonic: one map per label with enough data.")
     ] = False,
@@ -187,7 +188,15 @@ def calibrate_cmd(
     sentences_per_doc: SentencesPerDoc = 1,
     batch_size: BatchSize = 128,
     gpu_id: GpuId = -1,
-    fmt: GoldFormat = "auto",
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="Data format: auto, conll, spacy or jsonl (gold), or answers (accept/reject "
+            "JSONL as teach-update reads, weighted by meta.inclusion_probability).",
+        ),
+    ] = "auto",
     progress: Progress = None,
     report: Annotated[
         OptPath,
@@ -201,16 +210,55 @@ def calibrate_cmd(
     'temperature'. isotonic: a monotone map fitted by isotonic regression, stored as
     'calibration' in the component's cfg. Either is saved with the pipeline and applied to
     entity_scores, doc.spans, annotate and rank. Reports before/after on held-out data.
-    """
-    from beamner.evaluation.calibrate import calibrate
 
+    --format answers: DATA is yes/no answers (accept/reject JSONL, as teach-update reads);
+    each answered span is a labelled candidate scored by the model's beam, weighted by
+    1 / meta.inclusion_probability (answers without it count as a uniform sample).
+    """
+    from beamner.evaluation.calibrate import calibrate, calibrate_answers
+
+    if fmt == "answers":
+        with user_errors():
+            check_output(report, [model, data, output], overwrite=overwrite)
+            result = calibrate_answers(
+                model,
+                data,
+                output,
+                method=method,
+                per_label=per_label,
+                beam_width=beam_width,
+                beam_density=beam_density,
+                normalize=normalize,
+                batch_size=batch_size,
+                gpu_id=gpu_id,
+                overwrite=overwrite,
+            )
+        ans = result["answers"]
+        typer.echo(
+            f"{result['method']} ({result['why']}; {ans['n_accept']} accepted, "
+            f"{ans['n_reject']} rejected spans in {ans['texts']} texts, width "
+            f"{result['beam_width']}, normalize {result['normalize']})"
+        )
+        for note in ans["notes"]:
+            typer.echo(f"note: {note}")
+        typer.echo("on the answers (weighted by 1 / inclusion probability; in-sample):")
+        for key in ("ece", "ece_p10", "precision_p90"):
+            before, after = (
+                "-" if result[k][key] is None else f"{result[k][key]:.4f}"
+                for k in ("before", "after")
+            )
+            typer.echo(f"  {key:<13} {before} -> {after}")
+        typer.echo(f"saved {output}")
+        if report is not None:
+            atomic_write_text(report, json.dumps(result, indent=2) + "\n")
+        return
     with user_errors():
         check_output(report, [model, data, eval_data, output], overwrite=overwrite)
         result = calibrate(
             model,
             data,
             output,
-            method=method,
+            method="isotonic" if method == "auto" else method,
             per_label=per_label,
             eval_data=eval_data,
             holdout=holdout,

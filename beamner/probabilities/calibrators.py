@@ -36,6 +36,7 @@ __all__ = [
     "IsotonicCalibrator",
     "PiecewiseLinear",
     "apply_calibration",
+    "apply_calibration_with_bounds",
     "calibrator_for",
     "calibrator_from_cfg",
     "calibrator_of",
@@ -168,16 +169,102 @@ def apply_calibration(
     return {k: float(v) for k, v in zip(keys, mapped)}
 
 
-def _isotonic_map(probs: NDArray[Any], correct: NDArray[Any]) -> PiecewiseLinear:
-    try:
-        from sklearn.isotonic import IsotonicRegression
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            f'isotonic calibration needs scikit-learn ({err}); pip install "beamner[calibration]"'
-        ) from None
-    reg = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
-    reg.fit(probs, correct.astype(numpy.float64))
-    obj = {"x": reg.X_thresholds_.tolist(), "y": reg.y_thresholds_.tolist()}
+def apply_calibration_with_bounds(
+    probs: Mapping[tuple[int, int, str], float],
+    bounds: Mapping[tuple[int, int, str], tuple[float, float]],
+    calibrator: IsotonicCalibrator | None,
+) -> tuple[dict[tuple[int, int, str], float], dict[tuple[int, int, str], tuple[float, float]]]:
+    """Calibrated probabilities and their calibrated bounds: the same monotone
+    map (the entity's label's) applied to the score and to both ends of its
+    ``(lower, upper)`` interval, so a calibrated score lies inside its
+    calibrated bounds whenever the raw score lies inside the raw bounds (the
+    beam posterior always does: ``lower <= lower / coverage <= upper``).
+
+    The bounds are the model's own (temperature 1); a stored temperature
+    other than 1 can move a score past them, and then the interval is
+    widened to hold the calibrated score rather than print a score outside
+    its bounds. Entities without bounds keep none; bounds without a
+    probability are mapped too."""
+    if calibrator is None:
+        out_b = {k: (float(lo), float(hi)) for k, (lo, hi) in bounds.items()}
+    else:
+        keys = list(bounds)
+        labels = [k[2] for k in keys]
+        lows = numpy.fromiter((bounds[k][0] for k in keys), numpy.float64, len(keys))
+        highs = numpy.fromiter((bounds[k][1] for k in keys), numpy.float64, len(keys))
+        mapped_lo = calibrator(lows, labels) if keys else lows
+        mapped_hi = calibrator(highs, labels) if keys else highs
+        out_b = {k: (float(lo), float(hi)) for k, lo, hi in zip(keys, mapped_lo, mapped_hi)}
+    out_p = apply_calibration(probs, calibrator)
+    for key, p in out_p.items():
+        if key in out_b:
+            lo, hi = out_b[key]
+            out_b[key] = (min(lo, p), max(hi, p))
+    return out_p, out_b
+
+
+def _pava_min_block(
+    probs: NDArray[Any], correct: NDArray[Any], weights: NDArray[Any] | None, min_block: int
+) -> dict[str, list[float]]:
+    """Weighted isotonic regression (pool adjacent violators), then the
+    block with the fewest answers merged into its nearer-valued neighbour
+    until every block holds at least ``min_block`` answers: merging two
+    adjacent blocks keeps the fit monotone (the merged mean lies between
+    them). Returns each block's ends with its value, as scikit-learn's
+    ``X_thresholds_``/``y_thresholds_``."""
+    order = numpy.argsort(probs, kind="stable")
+    x = numpy.asarray(probs, dtype=numpy.float64)[order]
+    y = numpy.asarray(correct, dtype=numpy.float64)[order]
+    w = numpy.ones_like(x) if weights is None else numpy.asarray(weights, numpy.float64)[order]
+    blocks: list[list[float]] = []  # [sum w*y, sum w, count, x min, x max]
+    for xi, yi, wi in zip(x.tolist(), y.tolist(), w.tolist()):
+        blocks.append([wi * yi, wi, 1.0, xi, xi])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] >= blocks[-1][0] / blocks[-1][1]:
+            b = blocks.pop()
+            a = blocks[-1]
+            a[0], a[1], a[2], a[4] = a[0] + b[0], a[1] + b[1], a[2] + b[2], b[4]
+    while len(blocks) > 1:
+        i = min(range(len(blocks)), key=lambda k: blocks[k][2])
+        if blocks[i][2] >= min_block:
+            break
+        if i == 0 or i == len(blocks) - 1:
+            j = 1 if i == 0 else i - 1
+        else:
+            v = blocks[i][0] / blocks[i][1]
+            left, right = (blocks[k][0] / blocks[k][1] for k in (i - 1, i + 1))
+            j = i - 1 if abs(left - v) <= abs(right - v) else i + 1
+        a, b = blocks[min(i, j)], blocks[max(i, j)]
+        blocks[min(i, j)] = [a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3], b[4]]
+        del blocks[max(i, j)]
+    xs: list[float] = []
+    ys: list[float] = []
+    for b in blocks:
+        for end in (b[3], b[4]):
+            if not xs or end > xs[-1]:
+                xs.append(end)
+                ys.append(b[0] / b[1])
+    return {"x": xs, "y": ys}
+
+
+def _isotonic_map(
+    probs: NDArray[Any],
+    correct: NDArray[Any],
+    weights: NDArray[Any] | None = None,
+    min_block: int = 1,
+) -> PiecewiseLinear:
+    if min_block > 1:
+        obj = _pava_min_block(probs, correct, weights, min_block)
+    else:
+        try:
+            from sklearn.isotonic import IsotonicRegression
+        except ImportError as err:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                f"isotonic calibration needs scikit-learn ({err}); "
+                'pip install "beamner[calibration]"'
+            ) from None
+        reg = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
+        reg.fit(probs, correct.astype(numpy.float64), sample_weight=weights)
+        obj = {"x": reg.X_thresholds_.tolist(), "y": reg.y_thresholds_.tolist()}
     # What the pipeline's cfg keeps after a save (srsly's JSON rounds floats):
     # the calibrator in memory is exactly the one a reload gives.
     obj = srsly.json_loads(srsly.json_dumps(obj))
@@ -194,10 +281,17 @@ def fit_isotonic(
     per_label: bool = False,
     min_label_count: int = 200,
     normalize: str = "none",
+    weights: NDArray[Any] | Sequence[float] | None = None,
+    min_block: int = 1,
 ) -> IsotonicCalibrator:
     """Fit ``p -> P(correct | p)`` by isotonic regression over candidate
     entities. With ``per_label``, labels with at least ``min_label_count``
-    candidates, both right and wrong ones among them, get their own map."""
+    candidates, both right and wrong ones among them, get their own map.
+    ``weights`` (one per candidate, > 0): each candidate counts that many
+    times, e.g. answers weighted by 1 / their inclusion probability
+    (:mod:`beamner.teach.sampling`). ``min_block`` > 1: every level of the
+    map holds at least that many candidates (few answers: a level fitted on
+    a handful of answers is noise, see :mod:`beamner.probabilities.answered`)."""
     p = numpy.asarray(probs, dtype=numpy.float64)
     y = numpy.asarray(correct, dtype=numpy.bool_)
     if p.shape != y.shape or p.ndim != 1:
@@ -206,7 +300,14 @@ def fit_isotonic(
         raise ValueError("isotonic calibration needs at least one candidate entity")
     if not numpy.all((p >= 0.0) & (p <= 1.0)):
         raise ValueError("probabilities to calibrate must be in [0, 1]")
-    shared = _isotonic_map(p, y)
+    w = None
+    if weights is not None:
+        w = numpy.asarray(weights, dtype=numpy.float64)
+        if w.shape != p.shape:
+            raise ValueError(f"weights {w.shape} and probs {p.shape} differ in shape")
+        if not numpy.all(numpy.isfinite(w) & (w > 0.0)):
+            raise ValueError("calibration weights must be finite numbers > 0")
+    shared = _isotonic_map(p, y, w, min_block)
     maps: dict[str, PiecewiseLinear] = {}
     if per_label:
         if labels is None or len(labels) != p.size:
@@ -215,5 +316,7 @@ def fit_isotonic(
         for label in sorted(set(labels)):
             mask = label_array == label
             if mask.sum() >= min_label_count and 0 < y[mask].sum() < mask.sum():
-                maps[str(label)] = _isotonic_map(p[mask], y[mask])
+                maps[str(label)] = _isotonic_map(
+                    p[mask], y[mask], None if w is None else w[mask], min_block
+                )
     return IsotonicCalibrator(shared, maps, normalize)

@@ -1,0 +1,113 @@
+"""``beamner threshold``: guaranteed precision from yes/no answers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from beamner.cli.options import (
+    NORMALIZE_DEFAULT,
+    BatchSize,
+    GpuId,
+    Model,
+    OptFloat,
+    OptInt,
+    OptPath,
+    Overwrite,
+    fail,
+    user_errors,
+)
+from beamner.io.atomic import atomic_write_text, check_output
+
+
+def threshold_cmd(
+    model: Model,
+    answers: Annotated[
+        str, typer.Argument(help="Yes/no answers: accept/reject JSONL, as teach-update reads.")
+    ],
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", help="Where to save the pipeline serving the threshold."),
+    ],
+    precision: Annotated[
+        float,
+        typer.Option("--precision", min=0.0, max=1.0, help="Target precision (0 < P < 1)."),
+    ] = 0.9,
+    confidence: Annotated[
+        float,
+        typer.Option(
+            "--confidence", min=0.0, max=1.0, help="Confidence of the guarantee (0 < C < 1)."
+        ),
+    ] = 0.9,
+    normalize: Annotated[
+        str,
+        typer.Option("--normalize", help="Beam normalization (stored): local or none."),
+    ] = NORMALIZE_DEFAULT,
+    beam_width: Annotated[
+        OptInt, typer.Option("--beam-width", "-w", min=1, help="Default: the component's.")
+    ] = None,
+    beam_density: Annotated[
+        OptFloat,
+        typer.Option("--beam-density", min=0.0, max=1.0, help="Default: the component's."),
+    ] = None,
+    batch_size: BatchSize = 128,
+    gpu_id: GpuId = -1,
+    report: Annotated[
+        OptPath, typer.Option("--report", help="Also write the full result as JSON.")
+    ] = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Certify the lowest probability threshold whose entities have precision >= --precision
+    with confidence --confidence, from the answers alone, and save the pipeline serving it.
+
+    Each answered span is scored by the pipeline as it serves probabilities (its calibration
+    applied: fit one first with calibrate --format answers) and weighted by
+    1 / meta.inclusion_probability. Thresholds 0.99, 0.98, ... are tested from high to low
+    with a one-sided Clopper-Pearson bound (Kish's effective sample size for weighted
+    answers), stopping at the first failure (Learn-then-Test fixed sequence). The saved
+    pipeline's doc.ents hold only the entities with p >= the threshold (decode precision).
+    When no threshold can be certified, nothing is written and the exit status is 1.
+    """
+    from beamner.evaluation.threshold import NoThresholdError, threshold
+
+    with user_errors():
+        check_output(report, [model, answers, output], overwrite=overwrite)
+        try:
+            result = threshold(
+                model,
+                answers,
+                output,
+                precision=precision,
+                confidence=confidence,
+                beam_width=beam_width,
+                beam_density=beam_density,
+                normalize=normalize,
+                batch_size=batch_size,
+                gpu_id=gpu_id,
+                overwrite=overwrite,
+            )
+        except NoThresholdError as err:
+            for note in err.result["notes"]:
+                typer.echo(f"note: {note}", err=True)
+            if report is not None:
+                atomic_write_text(report, json.dumps(err.result, indent=2) + "\n")
+            fail(err)
+    for note in result["notes"]:
+        typer.echo(f"note: {note}")
+    recall = result["expected_recall"]
+    typer.echo(
+        f"threshold {result['threshold']:g}: precision >= {precision:g} with confidence "
+        f"{confidence:g} ({result['n_answers']} answered spans above it, effective "
+        f"{result['effective_n']:.1f}; their precision {result['precision']:.3f}, lower bound "
+        f"{result['lower_bound']:.3f})"
+    )
+    typer.echo(
+        "expected recall (weighted share of accepted answers above the threshold): "
+        + ("-" if recall is None else f"{recall:.3f}")
+    )
+    typer.echo(f"saved {output}")
+    if report is not None:
+        atomic_write_text(report, json.dumps(result, indent=2) + "\n")

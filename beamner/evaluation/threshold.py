@@ -1,0 +1,114 @@
+"""``threshold``: certify, from yes/no answers alone, the lowest probability
+threshold whose entities have precision >= a target with a stated
+confidence (:mod:`beamner.probabilities.guarantee`), and save the pipeline
+serving it (``decode="precision"``: ``doc.ents`` holds the entities with
+calibrated p >= the threshold)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from spacy.language import Language
+
+from beamner.engine.pipes import find_ner, load_model
+from beamner.engine.settings import DEFAULT_SPANS_KEY, BeamSettings, Normalize
+from beamner.evaluation.answers import score_answers
+from beamner.evaluation.calibrate import save_pipeline
+from beamner.evaluation.evaluate import parse_normalizations
+from beamner.io.atomic import check_output
+from beamner.pipeline import accelerate
+from beamner.probabilities.calibrators import calibrator_of
+from beamner.probabilities.guarantee import certify_threshold
+
+__all__ = ["NoThresholdError", "threshold"]
+
+
+class NoThresholdError(ValueError):
+    """No threshold can be certified with the answers given (nothing is written)."""
+
+    def __init__(self, message: str, result: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+def threshold(
+    model: str | os.PathLike[str] | Language,
+    answers: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None,
+    *,
+    precision: float = 0.9,
+    confidence: float = 0.9,
+    beam_width: int | None = None,
+    beam_density: float | None = None,
+    normalize: Normalize | str | None = None,
+    batch_size: int = 128,
+    gpu_id: int = -1,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """The lowest threshold ``t`` (0.99, 0.98, ... tested high to low) such
+    that the entities with p >= t, p as the pipeline serves it (its
+    temperature and calibration applied: fit them first with ``calibrate
+    --format answers``), have precision >= ``precision`` with confidence
+    ``confidence``, from the weighted answers in ``answers`` alone. Saves the
+    pipeline with ``decode="precision"`` and ``precision_threshold=t`` to
+    ``output``. Raises :class:`NoThresholdError` (with the result: what was
+    tested) and writes nothing when no threshold can be certified."""
+    model_path = None if isinstance(model, Language) else model
+    check_output(output, [model_path, answers], folder=True, overwrite=overwrite)
+    if not 0.0 < precision < 1.0 or not 0.0 < confidence < 1.0:
+        raise ValueError(
+            f"precision and confidence must be in (0, 1), got {precision} and {confidence}"
+        )
+    nlp = load_model(model, gpu_id)
+    pipe = find_ner(nlp)
+    norms = parse_normalizations(normalize, pipe)
+    if len(norms) != 1:
+        raise ValueError(f"threshold takes one normalization, got {normalize!r}")
+    settings = BeamSettings.from_pipe(
+        pipe, beam=True, width=beam_width, density=beam_density, normalize=norms[0]
+    )
+    cands, counts = score_answers(nlp, answers, settings, batch_size=batch_size)
+    cal = calibrator_of(settings)
+    p = cands.probabilities(settings.temperature)
+    if cal is not None:
+        p = cal(p, cands.labels)
+    y, w = cands.arrays()
+    found = certify_threshold(p, y, w, precision=precision, confidence=confidence)
+    notes = list(counts.notes)
+    if cal is None:
+        notes.append(
+            "the pipeline has no calibration map under this normalization: the threshold is "
+            "on the beam's own probability (fit one first: calibrate --format answers)"
+        )
+    result: dict[str, Any] = {
+        "answers": {"data": str(answers), **counts.as_dict()},
+        "weighted": counts.n_unweighted < len(cands),
+        "calibrated": cal is not None,
+        "normalize": settings.normalize,
+        "beam_width": settings.width,
+        "beam_density": settings.density,
+        **found.as_dict(),
+        "notes": notes,
+    }
+    if found.threshold is None:
+        raise NoThresholdError(
+            f"{found.reason} ({len(cands)} answered spans): nothing written", result
+        )
+    accelerate(
+        nlp,
+        beam_width=settings.width,
+        beam_density=settings.density,
+        normalize=settings.normalize,
+        decode="precision",
+        precision_threshold=found.threshold,
+        spans_key=settings.spans_key or DEFAULT_SPANS_KEY,
+    )
+    if output is not None:
+        save_pipeline(
+            nlp,
+            output,
+            info={"command": "threshold", "precision": precision, "confidence": confidence},
+        )
+        result["output"] = str(output)
+    return result
