@@ -37,6 +37,7 @@ from spacy_reference import (
 )
 
 import beamner
+from beamner.engine.settings import BeamSettings
 from beamner.probabilities.beams import BoundedEntityScores, beam_docs, entity_scores
 
 LABELS = ["PER", "LOC", "ORG", "creative-work"]
@@ -297,7 +298,7 @@ def test_entity_scores_bounds_and_beam_docs(nlp_sm, real_docs):  # type: ignore[
     ner = nlp_sm.get_pipe("ner")
     plain = entity_scores(nlp_sm, docs, 16, 0.0, normalize="local")
     bounded = entity_scores(nlp_sm, docs, 16, 0.0, normalize="local", bounds=True)
-    beams = beam_docs(ner, docs, 16, 0.0, normalize="local")
+    beams = beam_docs(ner, docs, BeamSettings(16, 0.0, "local"))
     for scores, b, beam in zip(plain, bounded, beams):
         assert isinstance(b, BoundedEntityScores)
         assert b.probabilities == scores
@@ -322,7 +323,8 @@ def test_entity_scores_bounds_and_beam_docs(nlp_sm, real_docs):  # type: ignore[
         assert scores.keys() == expected.keys()
         assert all(scores[k] == pytest.approx(v, abs=1e-12) for k, v in expected.items())
     assert all(
-        beam.coverage is None and beam.bounds is None for beam in beam_docs(ner, docs, 4, 0.0)
+        beam.coverage is None and beam.bounds is None
+        for beam in beam_docs(ner, docs, BeamSettings(4, 0.0))
     )
 
 

@@ -15,6 +15,7 @@ from conftest import DATA
 from sklearn.isotonic import IsotonicRegression
 
 import beamner
+from beamner.engine.settings import BeamSettings
 from beamner.evaluation.calibrate import calibrate
 from beamner.evaluation.evaluate import WidthStats, _marginals, evaluate
 from beamner.probabilities.beams import BeamDoc, beam_docs
@@ -188,7 +189,7 @@ def test_isotonic_calibration_saved_and_reloaded(
         assert [c[k] for k in keys] == pytest.approx(
             calibrator(numpy.asarray([r[k] for k in keys]), [k[2] for k in keys]).tolist()
         )
-    beams = beam_docs(pipe, docs, 8, 0.0001)  # rank's path
+    beams = beam_docs(pipe, docs, BeamSettings.from_pipe(pipe, width=8, density=0.0001))  # rank's
     assert [b.entities for b in beams] == [{k: v for k, v in c.items() if k[2]} for c in calibrated]
     beamner.accelerate(nlp, beam_width=8, beam_density=0.0001, spans_key="p", span_threshold=0.0)
     for doc, probs in zip(nlp.pipe(texts), calibrated):
