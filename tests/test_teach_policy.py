@@ -183,7 +183,7 @@ def test_teach_refuses_outputs_before_the_server_starts(
 
         cases = [
             (("-o", dataset), dataset, "is the input"),  # the saves would move the dataset away
-            (("-o", model_dir), dataset, "is the input"),
+            (("-o", model_dir), dataset, "the model being taught"),
             (("-o", source), dataset, "is the input"),
             (("-o", folder), dataset, "not written by beamner"),
             ((), dataset, "not written by beamner"),

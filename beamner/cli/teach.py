@@ -170,6 +170,7 @@ def teach_cmd(
     """
     with user_errors():
         from beamner.engine.pipes import load_model
+        from beamner.io.atomic import OutputError, same_file
         from beamner.teach.outputs import check_pipeline_output, input_paths, plural
         from beamner.teach.server import TeachServer, bind_socket, serve
         from beamner.teach.session import TeachSession
@@ -180,6 +181,11 @@ def teach_cmd(
         # the model or a folder beamner did not write.
         if dataset.exists() and dataset.is_dir():
             raise ValueError(f"--dataset {dataset} is a folder; give a JSONL file")
+        if Path(model).exists() and same_file(out, model):
+            raise OutputError(
+                f"the model would be saved to {out}, the model being taught; to carry on from "
+                "it, give --output a new folder"
+            )
         check_pipeline_output(out, [dataset, *input_paths(source, model)], overwrite=overwrite)
         sock = bind_socket(host, port)  # before the model loads: a taken port fails fast
         nlp = load_model(model)
