@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import pickle
 import platform
 import sys
@@ -46,6 +47,7 @@ from typing import Any
 
 import numpy
 from numpy.typing import NDArray
+from scipy.stats import binom
 
 from beamner.probabilities.answered import (
     LabelledCandidates,
@@ -296,6 +298,7 @@ def threshold_runs(f: Flat, splits: int, ns: list[int], targets: list[float]) ->
         m = numpy.flatnonzero(~half[f.doc])
         # The population the answers were drawn from: the answer half's stream candidates.
         a = numpy.flatnonzero(half[f.doc] & (f.p >= STREAM_THRESHOLD))
+        everything = numpy.arange(f.p.size)
         proposed = m[f.p[m] >= STREAM_THRESHOLD]
         n_right = int(f.y[proposed].sum())
         for n in ns:
@@ -307,10 +310,11 @@ def threshold_runs(f: Flat, splits: int, ns: list[int], targets: list[float]) ->
                     fit.probabilities(cands),
                     calibrated(f, m, fit),
                     calibrated(f, a, fit),
+                    calibrated(f, everything, fit),
                 ),
-                "raw": (f.p[idx], f.p[m], f.p[a]),
+                "raw": (f.p[idx], f.p[m], f.p[a], f.p),
             }
-            for arm, (p_ans, p_meas, p_pop) in arms.items():
+            for arm, (p_ans, p_meas, p_pop, p_all) in arms.items():
                 y_ans = f.y[idx]
                 for target in targets:
                     res = certify_threshold(p_ans, y_ans, w, precision=target, confidence=0.9)
@@ -327,6 +331,19 @@ def threshold_runs(f: Flat, splits: int, ns: list[int], targets: list[float]) ->
                             population=float(f.y[a][p_pop >= res.threshold].mean())
                             if (p_pop >= res.threshold).any()
                             else None,
+                            corpus=float(f.y[p_all >= res.threshold].mean()),
+                            # what the measure half's own sampling noise alone would give:
+                            # P(a binomial sample of its size, at the whole corpus's
+                            # precision, falls below the target)
+                            noise_fail=float(
+                                binom.cdf(
+                                    math.ceil(target * sel.sum()) - 1,
+                                    int(sel.sum()),
+                                    float(f.y[p_all >= res.threshold].mean()),
+                                )
+                            )
+                            if sel.any()
+                            else None,
                         )
                     out.setdefault(f"{arm}/{n}/{target}", []).append(rec)
         if seed % 10 == 9:
@@ -338,6 +355,7 @@ def summarize_thresholds(runs: list[dict[str, Any]], target: float) -> dict[str,
     cert = [r for r in runs if r["certified"]]
     ok = [r for r in cert if r["realized"] is None or r["realized"] >= target]
     pop_ok = [r for r in cert if r["population"] is None or r["population"] >= target]
+    corpus_ok = [r for r in cert if r["corpus"] >= target]
     return {
         "splits": len(runs),
         "share_certified": len(cert) / len(runs),
@@ -345,6 +363,13 @@ def summarize_thresholds(runs: list[dict[str, Any]], target: float) -> dict[str,
         # the same on the answer half's own candidates, which the answers were drawn from
         "share_valid_sampled_population": len(pop_ok) / len(cert) if cert else None,
         "population_precision": stats([r["population"] for r in cert]),
+        # the same on the whole corpus (both halves): the best stand-in for the stream
+        "share_valid_whole_corpus": len(corpus_ok) / len(cert) if cert else None,
+        # expected share of certified splits failing on the measure half from its own
+        # sampling noise alone (each at the whole corpus's precision at its threshold)
+        "expected_noise_failures": float(numpy.mean([r["noise_fail"] for r in cert]))
+        if cert and all(r["noise_fail"] is not None for r in cert)
+        else None,
         "realized_precision": stats([r["realized"] for r in cert]),
         "recall": stats([r["recall"] for r in cert]),
         "expected_recall": stats([r["expected_recall"] for r in cert]),
@@ -450,19 +475,24 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [
         "",
         "| corpus | score | answers | target | certified | realized >= target "
-        "(of certified) | answer-half precision >= target | realized precision | recall | "
+        "(of certified) | expected from measure-half noise alone | answer-half precision >= "
+        "target | whole-corpus precision >= target | realized precision | recall | "
         "expected recall | threshold |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, c in report["corpora"].items():
         for key, v in c["threshold"].items():
             arm, n, target = key.split("/")
             valid = v["share_valid_among_certified"]
             pop = v["share_valid_sampled_population"]
+            whole = v["share_valid_whole_corpus"]
+            noise = v["expected_noise_failures"]
             lines.append(
                 f"| {name} | {arm} | {n} | {target} | {v['share_certified']:.2f} | "
                 f"{'-' if valid is None else f'{valid:.2f}'} | "
+                f"{'-' if noise is None else f'{1 - noise:.2f}'} | "
                 f"{'-' if pop is None else f'{pop:.2f}'} | "
+                f"{'-' if whole is None else f'{whole:.2f}'} | "
                 f"{_fmt(v['realized_precision'])} | "
                 f"{_fmt(v['recall'])} | {_fmt(v['expected_recall'])} | {_fmt(v['threshold'], 2)} |"
             )
@@ -475,7 +505,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--splits", type=int, default=20)
     parser.add_argument("--threshold-splits", type=int, default=100)
     parser.add_argument("--answers", type=int, nargs="+", default=[300, 1000])
-    parser.add_argument("--cutoff-answers", type=int, nargs="+", default=[25, 50, 100, 200, 300])
+    parser.add_argument(
+        "--cutoff-answers", type=int, nargs="+", default=[25, 50, 80, 100, 200, 300]
+    )
     parser.add_argument("--threshold-answers", type=int, nargs="+", default=[300, 1000])
     parser.add_argument("--targets", type=float, nargs="+", default=[0.3, 0.5, 0.8, 0.9])
     parser.add_argument("--results", type=Path, default=RESULTS)

@@ -160,7 +160,7 @@ def calibrate_cmd(
             help="isotonic (a monotone map of entity probabilities; needs scikit-learn; "
             "better than temperature on every measured set), temperature (one T for "
             "softmax(score / T)) or auto (isotonic; with --format answers, temperature "
-            "below 50 answers).",
+            "below 80 answers).",
         ),
     ] = "auto",
     per_label: Annotated[
@@ -241,13 +241,17 @@ def calibrate_cmd(
         )
         for note in ans["notes"]:
             typer.echo(f"note: {note}")
-        typer.echo("on the answers (weighted by 1 / inclusion probability; in-sample):")
+        typer.echo(
+            "on the answers (weighted by 1 / inclusion probability): before -> after, "
+            "in-sample and cross-fitted (each text mapped by a fit on the others)"
+        )
+        cross = result["cross_fitted"] or {}
         for key in ("ece", "ece_p10", "precision_p90"):
-            before, after = (
-                "-" if result[k][key] is None else f"{result[k][key]:.4f}"
-                for k in ("before", "after")
+            before, after, held = (
+                "-" if d.get(key) is None else f"{d[key]:.4f}"
+                for d in (result["before"], result["after"], cross)
             )
-            typer.echo(f"  {key:<13} {before} -> {after}")
+            typer.echo(f"  {key:<13} {before} -> {after} (cross-fitted {held})")
         typer.echo(f"saved {output}")
         if report is not None:
             atomic_write_text(report, json.dumps(result, indent=2) + "\n")

@@ -131,7 +131,9 @@ def score_answers(
         chunk = docs[start : start + batch_size]
         nonempty = [d for d in chunk if len(d)]
         beams = iter(beam_docs(pipe, nonempty, settings, calibrate=False)) if nonempty else None
-        for (_, spans), doc in zip(items[start : start + batch_size], chunk):
+        for text_index, ((_, spans), doc) in enumerate(
+            zip(items[start : start + batch_size], chunk), start=start
+        ):
             beam = next(beams) if len(doc) and beams is not None else None
             scores = numpy.asarray(beam.scores if beam else [], dtype=numpy.float64)
             parse_sets = [set(p) for p in beam.parses] if beam else []
@@ -151,7 +153,8 @@ def score_answers(
                 counts.n_accept += accepted
                 counts.n_reject += not accepted
                 counts.n_unweighted += weight is None
-                out.add(scores, member, accepted, 1.0 if weight is None else weight, span.label)
+                weight_ = 1.0 if weight is None else weight
+                out.add(scores, member, accepted, weight_, span.label, text_index)
     if not len(out):
         raise ValueError(
             f"{path}: no accept/reject answer about a span with one of the model's labels "

@@ -201,9 +201,15 @@ def calibrate_answers(
     temperature below), ``"isotonic"`` or ``"temperature"``. Saves the
     pipeline to ``output`` as :func:`calibrate` does (nothing is written when
     the answers are bad). Reports the weighted ECE and precision at p >= 0.9
-    of the answers before and after (in-sample: the answers are all there is)."""
+    of the answers before and after (in-sample), and ``cross_fitted``: the
+    same after, each text's answers mapped by a fit on the other texts' (5
+    folds), the honest estimate on the stream."""
     from beamner.evaluation.answers import score_answers
-    from beamner.probabilities.answered import fit_from_answers, weighted_report
+    from beamner.probabilities.answered import (
+        cross_fitted_report,
+        fit_from_answers,
+        weighted_report,
+    )
 
     if method not in ("auto", *CALIBRATION_METHODS):
         raise ValueError(f"method must be auto, isotonic or temperature, got {method!r}")
@@ -251,6 +257,14 @@ def calibrate_answers(
         "weighted": counts.n_unweighted < len(cands),
         "before": weighted_report(p_before, y, w),
         "after": weighted_report(fit.probabilities(cands), y, w),
+        # each text's answers mapped by a fit without them: the held-out estimate
+        "cross_fitted": cross_fitted_report(
+            cands,
+            temperature=before.temperature,
+            normalize=before.normalize,
+            method=method,
+            per_label=per_label,
+        ),
     }
     if output is not None:
         save_pipeline(
