@@ -20,7 +20,7 @@ writes serves what it was taught and scored with. ``normalize`` defaults to
 normalization); ``None`` keeps the component's own.
 ``seed``: fixes everything random: the task order (``order="random"``) and
 the dropout of every update (``spacy.util.fix_random_seed`` with a seed
-derived from ``seed`` and the update's number, before each update batch), so
+derived from ``seed`` and the update batch's number, before each batch), so
 the same answers given in the same updates give the same weights.
 ``update_width``: beam width of the updates (default ``beam_width``);
 ``update_batch``: texts per native update; ``learn_rate``: the step of the
