@@ -20,12 +20,14 @@ from beamner.probabilities.calibrators import (
     IsotonicCalibrator,
     PiecewiseLinear,
     apply_calibration_with_bounds,
+    calibrate_bound_rows,
     fit_isotonic,
 )
 from beamner.probabilities.guarantee import (
     THRESHOLD_GRID,
     certify_threshold,
     clopper_pearson_lower,
+    precision_interval,
 )
 from beamner.teach.sampling import (
     INCLUSION_KEY,
@@ -291,3 +293,31 @@ def test_calibration_moves_the_bounds_with_the_score() -> None:
     # no calibrator: unchanged; a score outside its bounds (a temperature): widened to hold it
     probs, bounds = apply_calibration_with_bounds({key: 0.9}, {key: (0.2, 0.4)}, None)
     assert probs[key] == 0.9 and bounds[key] == (0.2, 0.9)
+
+    # the span group's arrays: the same
+    rows = numpy.array([[0.212, 0.466], [0.1, 0.2]])
+    cal = IsotonicCalibrator(PiecewiseLinear((0.0, 0.3, 1.0), (0.0, 0.162, 0.5)))
+    scores = cal(numpy.array([0.3, 0.15]))
+    got = calibrate_bound_rows(rows, ["PERSON", "ORG"], scores, cal)
+    assert got == pytest.approx(numpy.stack([cal(rows[:, 0]), cal(rows[:, 1])], axis=1))
+    assert ((got[:, 0] <= scores) & (scores <= got[:, 1])).all()
+    with pytest.raises(ValueError, match="2 bounds, 1 scores"):
+        calibrate_bound_rows(rows, ["PERSON"], scores[:1], cal)
+
+
+def test_precision_interval() -> None:
+    p = numpy.array([0.9] * 50 + [0.2] * 50)
+    y = numpy.array([True] * 45 + [False] * 5 + [False] * 50)
+    got = precision_interval(p, y, threshold=0.5, confidence=0.9)
+    assert got["estimate"] == pytest.approx(0.9) and got["n_answers"] == 50
+    assert got["lower"] == pytest.approx(clopper_pearson_lower(45, 50, 0.05))
+    assert got["lower"] < 0.9 < got["upper"] < 1.0
+    # the 90% interval covers the truth about 90% of the time (or more: Clopper-Pearson)
+    rng = numpy.random.default_rng(9)
+    hits = 0
+    for _ in range(400):
+        yy = rng.random(60) < 0.7
+        r = precision_interval(numpy.ones(60), yy, threshold=0.5, confidence=0.9)
+        hits += r["lower"] <= 0.7 <= r["upper"]
+    assert hits / 400 >= 0.88
+    assert precision_interval(p, y, threshold=0.95)["estimate"] is None

@@ -37,6 +37,7 @@ __all__ = [
     "PiecewiseLinear",
     "apply_calibration",
     "apply_calibration_with_bounds",
+    "calibrate_bound_rows",
     "calibrator_for",
     "calibrator_from_cfg",
     "calibrator_of",
@@ -201,6 +202,25 @@ def apply_calibration_with_bounds(
             lo, hi = out_b[key]
             out_b[key] = (min(lo, p), max(hi, p))
     return out_p, out_b
+
+
+def calibrate_bound_rows(
+    rows: NDArray[Any],
+    labels: Sequence[str],
+    scores: NDArray[Any] | Sequence[float],
+    calibrator: IsotonicCalibrator | None,
+) -> NDArray[numpy.float64]:
+    """:func:`apply_calibration_with_bounds` for a span group's arrays: ``rows``
+    (n, 2) raw ``(lower, upper)``, each span's label and its served
+    (calibrated) score; returns the (n, 2) calibrated bounds, each holding its
+    score."""
+    b = numpy.asarray(rows, dtype=numpy.float64).reshape(-1, 2)
+    s = numpy.asarray(scores, dtype=numpy.float64)
+    if b.shape[0] != s.shape[0] or len(labels) != s.shape[0]:
+        raise ValueError(f"{b.shape[0]} bounds, {s.shape[0]} scores and {len(labels)} labels")
+    if calibrator is not None and b.shape[0]:
+        b = numpy.stack([calibrator(b[:, 0], labels), calibrator(b[:, 1], labels)], axis=1)
+    return numpy.stack([numpy.minimum(b[:, 0], s), numpy.maximum(b[:, 1], s)], axis=1)
 
 
 def _pava_min_block(

@@ -51,6 +51,7 @@ __all__ = [
     "ThresholdResult",
     "certify_threshold",
     "clopper_pearson_lower",
+    "precision_interval",
 ]
 
 #: The thresholds tested, high to low; fixed before any answer is seen.
@@ -166,3 +167,35 @@ def certify_threshold(
             f"confidence {confidence:g}"
         )
     return result
+
+
+def precision_interval(
+    probs: NDArray[Any] | Sequence[float],
+    correct: NDArray[Any] | Sequence[bool],
+    weights: NDArray[Any] | Sequence[float] | None = None,
+    *,
+    threshold: float,
+    confidence: float = 0.9,
+) -> dict[str, Any]:
+    """The weighted precision of the answers with p >= ``threshold`` and its
+    two-sided ``confidence`` Clopper-Pearson interval (Kish's effective size,
+    as :func:`certify_threshold`): what a teach page can show as "precision
+    at the threshold". ``estimate`` etc. are None without answers above it."""
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    p = numpy.asarray(probs, dtype=numpy.float64)
+    y = numpy.asarray(correct, dtype=numpy.bool_)
+    w = numpy.ones_like(p) if weights is None else numpy.asarray(weights, dtype=numpy.float64)
+    above = p >= threshold
+    out: dict[str, Any] = {"threshold": threshold, "confidence": confidence}
+    out["n_answers"] = int(above.sum())
+    if not above.any():
+        return {**out, "estimate": None, "lower": None, "upper": None, "effective_n": 0.0}
+    wa, ya = w[above], y[above]
+    est = float((wa * ya).sum() / wa.sum())
+    n_eff = effective_sample_size(wa)
+    alpha = (1.0 - confidence) / 2
+    lower = clopper_pearson_lower(est * n_eff, n_eff, alpha)
+    # the upper bound is one minus the lower bound of the failures
+    upper = 1.0 - clopper_pearson_lower((1.0 - est) * n_eff, n_eff, alpha)
+    return {**out, "estimate": est, "lower": lower, "upper": upper, "effective_n": n_eff}
