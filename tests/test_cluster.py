@@ -313,7 +313,7 @@ def test_failed_run_leaves_an_existing_output_and_resumes_from_its_parts(
 def test_failed_run_without_an_output_keeps_the_lines_before_it(client: Any, lines: Path) -> None:
     mixed = _mixed(lines, 160, long_at=90, surrogate_at=None)
     out = mixed.with_name("fresh.jsonl")
-    with pytest.raises(InputError, match=r":90: the text .* 89 docs are in .*--resume"):
+    with pytest.raises(InputError, match=r":90: the text .* \(89 docs are in .*--resume"):
         cluster.annotate(MODEL, mixed, out, cluster=client, partition_size=64)
     single = mixed.with_name("fresh-single.jsonl")
     annotate(MODEL, mixed, single, skip_invalid=True, progress=False)

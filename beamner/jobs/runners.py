@@ -190,9 +190,11 @@ class Annotator(BatchRunner[dict[str, Any]]):
 
     def outputs(self, records: list[Record]) -> list[dict[str, Any]]:
         docs = self.nlp.pipe([r.make_doc(self.nlp) for r in records], batch_size=len(records))
-        return [self._annotation(doc, record) for doc, record in zip(docs, records)]
+        return [self.annotation(doc, record) for doc, record in zip(docs, records)]
 
-    def _annotation(self, doc: Doc, record: Record) -> dict[str, Any]:
+    def annotation(self, doc: Doc, record: Record) -> dict[str, Any]:
+        """The output object of ``record`` from its ``doc`` after this pipeline
+        (for callers that run ``nlp.pipe`` themselves, e.g. with ``n_process``)."""
         group = doc.spans[ANNOTATE_KEY]
         scores = group.attrs.get("scores", [])
         probs = {(s.start, s.end, s.label_): float(p) for s, p in zip(group, scores)}
