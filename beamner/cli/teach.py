@@ -130,6 +130,14 @@ def teach_cmd(
         str, typer.Option("--host", help="Address to listen on (default: this machine only).")
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", "-p", min=0, max=65535)] = 8080,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            help="Another Host name the page may be reached by (repeatable), e.g. this machine's "
+            "network name with --host 0.0.0.0; requests naming any other host are refused.",
+        ),
+    ] = None,
     output: Annotated[
         OptPath,
         typer.Option(
@@ -223,7 +231,7 @@ def teach_cmd(
     )
     if host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"note: listening on {host}: others on the network can reach the page", err=True)
-    serve(server, sock)
+    serve(server, sock, allow_hosts=[host, *(allow_host or [])])
     n_answers = plural(server.stats()["n_answers"], "answer")
     saved = f"model saved to {out}" if server.n_saves else "the model was not saved"
     typer.echo(f"stopped; {n_answers} this run; {saved}", err=True)

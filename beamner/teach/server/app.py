@@ -42,14 +42,13 @@ import json
 import logging
 import os
 import re
-import shutil
 import socket
 import threading
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
 from pathlib import Path
 from typing import Any
 
+from beamner.io.atomic import swap_directory
 from beamner.io.records import InputError
 from beamner.teach.answers import parse_answer
 from beamner.teach.session import TeachSession
@@ -360,27 +359,24 @@ class TeachServer:
                 self.last_error = f"model update failed: {err}"
 
     def save(self) -> None:
-        """Save the model to ``output``: written beside it, then renamed over it."""
+        """Save the model and ``teach.json`` to ``output`` by beamner's output
+        policy: built beside it and swapped in (``swap_directory``), marked as
+        beamner's; only beamner's own leftovers are ever removed (``beamner
+        teach`` refuses a bad output before the server starts)."""
         if self.output is None:
             return
-        tmp = self.output.with_name(self.output.name + ".saving")
-        old = self.output.with_name(self.output.name + ".old")
-        for leftover in (tmp, old):
-            if leftover.exists():
-                shutil.rmtree(leftover)
-        self.session.save(tmp)
+        stats = self.session.stats()
         state = {
             "dataset": str(self.dataset.path),
-            "answers_trained_this_run": self.session.stats()["n_trained"],
-            "model_updates_this_run": self.session.stats()["n_updates"],
-            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "answers_trained_this_run": stats["n_trained"],
+            "model_updates_this_run": stats["n_updates"],
         }
-        (tmp / "teach.json").write_text(json.dumps(state, indent=2) + "\n")
-        if self.output.exists():
-            os.replace(self.output, old)
-        os.replace(tmp, self.output)
-        if old.exists():
-            shutil.rmtree(old)
+
+        def build(folder: Path) -> None:
+            self.session.to_disk(folder)
+            (folder / "teach.json").write_text(json.dumps(state, indent=2) + "\n")
+
+        swap_directory(self.output, build, info={"written_by": "beamner teach"})
         with self._lock:
             self.n_saves += 1
 
