@@ -26,6 +26,7 @@ from beamner.cli.options import (
     SkipInvalid,
     user_errors,
 )
+from beamner.cluster.engine import DEFAULT_CONNECT_TIMEOUT
 
 ClusterTimeout = Annotated[
     float,
@@ -85,7 +86,7 @@ def annotate_cmd(
     progress: Progress = None,
     normalize: Normalize = NORMALIZE_DEFAULT,
     cluster: Cluster = None,
-    cluster_timeout: ClusterTimeout = 15.0,
+    cluster_timeout: ClusterTimeout = DEFAULT_CONNECT_TIMEOUT,
 ) -> None:
     """Annotate texts: JSONL with 'ents' (best parse) and 'spans' (candidates with scores).
 
@@ -147,7 +148,7 @@ def rank_cmd(
     progress: Progress = None,
     normalize: Normalize = NORMALIZE_DEFAULT,
     cluster: Cluster = None,
-    cluster_timeout: ClusterTimeout = 15.0,
+    cluster_timeout: ClusterTimeout = DEFAULT_CONNECT_TIMEOUT,
 ) -> None:
     """Rank examples for annotation, most uncertain first (like Prodigy's ner.teach).
 
