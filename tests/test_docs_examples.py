@@ -140,6 +140,25 @@ def test_parser_finds_markers_and_their_mistakes() -> None:
     ]
 
 
+def test_command_guide_lists_every_command() -> None:
+    """The guide's table of commands is the command's own list (the reference is generated)."""
+    import typer
+
+    from beamner.cli.app import app
+
+    registered = set(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+    guide = (ROOT / "docs" / "guide" / "cli.md").read_text(encoding="utf-8")
+    listed = {
+        name.strip()
+        for row in re.findall(r"^\| (`[^|]+`) \|", guide, re.M)
+        for name in row.replace("`", "").split(",")
+    }
+    assert listed == registered, (
+        f"docs/guide/cli.md lists {sorted(listed - registered)} that do not exist and misses "
+        f"{sorted(registered - listed)}"
+    )
+
+
 @pytest.fixture
 def scratch_root(tmp_path: Path) -> Path:
     """A stand-in for the repository root: ../shared/data and examples/ linked."""

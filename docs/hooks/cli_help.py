@@ -13,7 +13,7 @@ from typing import Any
 import typer
 
 MARKER = "<!-- beamner-cli-help -->"
-WIDTH = 100
+WIDTH = 80
 
 
 def _click_core(command: Any) -> Any:
