@@ -3,7 +3,10 @@ beam search, and :func:`accelerate` to swap it into a loaded pipeline."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import closing
+from dataclasses import dataclass
 from typing import Any, overload
 
 import numpy
@@ -15,6 +18,7 @@ from thinc.api import Config, Model
 
 from beamner._core import BeamBatch
 from beamner._spacy_states import build_beam, build_state
+from beamner.engine.pipelined import CHUNK_DOCS, Chunk, chunk_sizes, search_chunked, search_stream
 from beamner.engine.search import run_search
 from beamner.engine.settings import BeamSettings, Decode, Normalize, SpansLayout
 from beamner.probabilities.beams import named_probabilities
@@ -122,24 +126,73 @@ class BeamnerEntityRecognizer(EntityRecognizer):  # type: ignore[misc]
             self, examples, beam_width=beam_width, sgd=sgd, losses=losses, beam_density=beam_density
         )
 
-    def _search(self, docs: list[Doc], width: int, density: float) -> BeamBatch:
-        return run_search(self, docs, self.settings.replace(width=width, density=density))
-
     def beam_parse(
         self, docs: Sequence[Doc], beam_width: int, drop: float = 0.0, beam_density: float = 0.0
     ) -> list[Any]:
-        """spaCy's ``Parser.beam_parse``, natively: one finished thinc ``Beam`` per doc."""
+        """spaCy's ``Parser.beam_parse``, natively: one finished thinc ``Beam`` per doc.
+        The docs are searched in chunks (:mod:`beamner.engine.pipelined`), each
+        chunk's Beams built while the next chunk is searched; every Beam is
+        the one a single batch over ``docs`` gives (its states keep the
+        whole batch's token offsets)."""
         docs = list(docs)
-        batch = self._search(docs, int(beam_width), float(beam_density))
-        beams = []
-        offset = 0
-        for i, doc in enumerate(docs):
-            scores, _, histories = batch.beam_arrays(i)
-            beams.append(
-                build_beam(self.moves, doc, offset, batch.width, batch.density, scores, histories)
-            )
-            offset += len(doc)
-        return beams
+        settings = self.settings.replace(width=int(beam_width), density=float(beam_density))
+        moves = self.moves
+
+        def read(chunk: Chunk) -> list[Any]:
+            batch, offset = chunk.batch, chunk.offset
+            beams = []
+            for i, doc in enumerate(chunk.docs):
+                scores, _, histories = batch.beam_arrays(i)
+                beams.append(
+                    build_beam(moves, doc, offset, batch.width, batch.density, scores, histories)
+                )
+                offset += len(doc)
+            return beams
+
+        return search_chunked(self, docs, settings, read)
+
+    def pipe(self, docs: Iterable[Doc], *, batch_size: int = 256) -> Iterator[Doc]:
+        """spaCy's ``Parser.pipe`` (batches of ``batch_size``, each sorted by
+        length into sub-batches of a quarter, the error handler called with
+        a failing batch), with each sub-batch searched in chunks whose native
+        search runs while the next chunk's network is computed
+        (:mod:`beamner.engine.pipelined`; ``BEAMNER_PIPELINE=0`` turns the
+        overlap off). The docs come out annotated as ``predict`` and
+        ``set_annotations`` leave them, in order."""
+        settings = self.settings
+        if settings.width == 1 and not settings.spans_key:
+            yield from super().pipe(docs, batch_size=batch_size)  # spaCy's greedy parser
+            return
+        error_handler = self.get_error_handler()
+        sub_size = max(batch_size // 4, 2)
+
+        def chunks() -> Iterator[tuple[tuple[_PipeBatch, bool], list[Doc]]]:
+            for batch in _batches(docs, batch_size):
+                record = _PipeBatch(list(batch))
+                by_length = sorted(record.docs, key=len)
+                pieces = [piece for sub in _batches(by_length, sub_size) for piece in _split(sub)]
+                for j, piece in enumerate(pieces):
+                    yield (record, j == len(pieces) - 1), piece
+
+        stream = search_stream(self, chunks(), settings)
+        with closing(stream):
+            for searched in stream:
+                record, last = searched.key
+                if not record.failed:
+                    try:
+                        self._annotate_chunk(searched.docs, searched.result())
+                    except Exception as err:
+                        record.failed = True
+                        error_handler(self.name, self, record.docs, err)
+                if last and not record.failed:
+                    yield from record.docs
+
+    def _annotate_chunk(self, docs: list[Doc], batch: BeamBatch) -> None:
+        """``set_annotations(docs, predict(docs))`` with the chunk's finished batch."""
+        if any(len(doc) for doc in docs):
+            self.set_annotations(docs, NativeBeams(self.moves, docs, batch))
+        else:
+            self.set_annotations(docs, self.moves.init_batch(docs))  # as predict does
 
     def predict(self, docs: Doc | Sequence[Doc]) -> Any:
         if isinstance(docs, Doc):
@@ -239,6 +292,30 @@ class NativeBeams(Sequence[Any]):
                 item = build_beam(self.moves, doc, offset, width, density, scores, histories)
             self._built[i] = item
         return item
+
+
+@dataclass
+class _PipeBatch:
+    """One batch of ``BeamnerEntityRecognizer.pipe``, in input order."""
+
+    docs: list[Doc]
+    failed: bool = False
+
+
+def _batches(docs: Iterable[Doc], size: int) -> Iterator[list[Doc]]:
+    """spaCy's ``minibatch`` with a fixed size."""
+    items = iter(docs)
+    while batch := list(itertools.islice(items, size)):
+        yield batch
+
+
+def _split(docs: list[Doc]) -> list[list[Doc]]:
+    """``docs`` in even chunks of at most ``CHUNK_DOCS``."""
+    out, start = [], 0
+    for size in chunk_sizes(len(docs), CHUNK_DOCS):
+        out.append(docs[start : start + size])
+        start += size
+    return out
 
 
 def _set_ents(doc: Doc, entities: Sequence[tuple[int, int, int | str]], strings: Any) -> None:

@@ -67,9 +67,21 @@ def parser_model(pipe: Any) -> Any:
 def precompute(pipe: Any, docs: list[Any]) -> PrecomputedLayers:
     """tok2vec + the lower layer for all tokens of ``docs`` (batch order), and the
     upper layer's weights, as host float32 arrays."""
+    return lower_layers(pipe, token_vectors(pipe, docs))
+
+
+def token_vectors(pipe: Any, docs: list[Any]) -> Any:
+    """The NER's tok2vec (with its projection) over ``docs``: the first half of
+    :func:`precompute`, mostly Python holding the GIL."""
+    return parser_model(pipe).layers[0].predict(docs)
+
+
+def lower_layers(pipe: Any, tokvecs: Any) -> PrecomputedLayers:
+    """The second half of :func:`precompute`: the lower layer over
+    :func:`token_vectors`' output (one blis matmul, which releases the GIL)
+    and the upper layer's weights."""
     model = parser_model(pipe)
-    tok2vec, lower = model.layers[0], model.layers[1]
-    tokvecs = tok2vec.predict(docs)
+    lower = model.layers[1]
     features = to_host(lower.predict(tokvecs))
     n_pieces = lower.get_dim("nP") if lower.has_dim("nP") else 1
     lower_bias = to_host(lower.get_param("b")).reshape(features.shape[2], n_pieces)

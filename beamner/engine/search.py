@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy
 from spacy.tokens import Doc
 
 from beamner._core import BeamBatch
-from beamner.engine.model import StepScorer, precompute
+from beamner.engine.model import PrecomputedLayers, StepScorer, lower_layers, token_vectors
 from beamner.engine.settings import BeamSettings, Normalize
 from beamner.engine.spacy_inputs import doc_batch, transition_system
 
-__all__ = ["beam_search", "constrained_batch", "run_batch", "run_search"]
+__all__ = [
+    "PreparedSearch",
+    "beam_search",
+    "constrained_batch",
+    "finish_search",
+    "prepare_search",
+    "run_batch",
+    "run_search",
+]
 
 
 def beam_search(
@@ -42,7 +51,24 @@ def beam_search(
 
 def run_search(pipe: Any, docs: Sequence[Doc], settings: BeamSettings) -> BeamBatch:
     """The beam of :func:`beam_search` with its settings (width, density,
-    normalization, fused) taken from ``settings``."""
+    normalization, fused) taken from ``settings``: :func:`prepare_search`
+    then :func:`finish_search`, as one batch."""
+    return finish_search(pipe, prepare_search(pipe, docs, settings), settings)
+
+
+@dataclass
+class PreparedSearch:
+    """A batch ready to search: its docs, the unstarted native batch and, when
+    fused, the tok2vec output the lower layer will run on."""
+
+    docs: list[Doc]
+    batch: BeamBatch
+    tokvecs: Any = None
+
+
+def prepare_search(pipe: Any, docs: Sequence[Doc], settings: BeamSettings) -> PreparedSearch:
+    """The half of a search that holds the GIL: labels, the native batch and
+    (fused) the NER's tok2vec, which is mostly thinc's Python."""
     docs = list(docs)
     pipe._ensure_labels_are_added(docs)
     batch = BeamBatch(
@@ -52,7 +78,19 @@ def run_search(pipe: Any, docs: Sequence[Doc], settings: BeamSettings) -> BeamBa
         settings.density,
         normalize=settings.normalize,
     )
-    run_batch(pipe, docs, batch, fused=settings.fused)
+    tokvecs = token_vectors(pipe, docs) if settings.fused and not batch.is_done else None
+    return PreparedSearch(docs, batch, tokvecs)
+
+
+def finish_search(pipe: Any, prepared: PreparedSearch, settings: BeamSettings) -> BeamBatch:
+    """The other half: fused, the lower layer (a blis matmul) and the native
+    search, both with the GIL released, so another thread can run the next
+    batch's tok2vec meanwhile; otherwise the step-by-step search."""
+    batch = prepared.batch
+    if prepared.tokvecs is None:
+        run_batch(pipe, prepared.docs, batch, fused=settings.fused)
+    else:
+        _run_layers(batch, lower_layers(pipe, prepared.tokvecs))
     return batch
 
 
@@ -103,17 +141,20 @@ def run_batch(
         finally:
             scorer.close()
         return
-    layers = precompute(pipe, docs)
-    if layers.n_classes != batch.n_actions:
-        raise ValueError(
-            f"model scores {layers.n_classes} classes but the NER has {batch.n_actions} moves"
-        )
-    features = layers.features
+    layers = lower_layers(pipe, token_vectors(pipe, docs))
     if copy_of is not None:
         starts = numpy.cumsum([0] + [len(doc) for doc in docs])
         rows = [numpy.zeros(1, dtype=numpy.int64)]  # the padding row
         rows += [numpy.arange(starts[d], starts[d + 1]) + 1 for d in copy_of]
-        features = numpy.ascontiguousarray(features[numpy.concatenate(rows)])
+        layers.features = numpy.ascontiguousarray(layers.features[numpy.concatenate(rows)])
+    _run_layers(batch, layers)
+
+
+def _run_layers(batch: BeamBatch, layers: PrecomputedLayers) -> None:
+    if layers.n_classes != batch.n_actions:
+        raise ValueError(
+            f"model scores {layers.n_classes} classes but the NER has {batch.n_actions} moves"
+        )
     batch.run_precomputed(
-        features, layers.lower_bias, layers.upper_W, layers.upper_b, layers.class_mask
+        layers.features, layers.lower_bias, layers.upper_W, layers.upper_b, layers.class_mask
     )

@@ -10,8 +10,8 @@ from typing import Any, Literal, overload
 from spacy.tokens import Doc
 
 from beamner._core import BeamBatch
+from beamner.engine.pipelined import Chunk, search_chunked
 from beamner.engine.pipes import find_ner
-from beamner.engine.search import run_search
 from beamner.engine.settings import BeamSettings, Normalize
 from beamner.probabilities.calibration import entity_probabilities, parse_probabilities
 from beamner.probabilities.calibrators import apply_calibration, calibrator_of
@@ -120,15 +120,21 @@ def entity_scores(
             f"bounds need normalize='local' (got normalize={settings.normalize!r}): raw beam "
             "scores are not log-probabilities, so the mass the beam dropped is unknown"
         )
-    batch = run_search(pipe, docs, settings)
     strings = pipe.vocab.strings
-    scores = [named_probabilities(batch, i, strings, settings) for i in range(len(docs))]
-    if not bounds:
-        return scores
-    return [
-        BoundedEntityScores(probs, _bounds(batch, i, strings), batch.coverage(i))
-        for i, probs in enumerate(scores)
-    ]
+
+    def read(chunk: Chunk) -> list[Any]:
+        batch = chunk.batch
+        scores = [named_probabilities(batch, i, strings, settings) for i in range(len(chunk.docs))]
+        if not bounds:
+            return scores
+        return [
+            BoundedEntityScores(probs, _bounds(batch, i, strings), batch.coverage(i))
+            for i, probs in enumerate(scores)
+        ]
+
+    # Chunks of docs, each searched while the next one's network runs
+    # (beamner.engine.pipelined): the same results as one batch.
+    return search_chunked(pipe, docs, settings, read)
 
 
 def _bounds(
@@ -165,21 +171,30 @@ def beam_docs(
     """Run the beam over ``docs`` (already through the pipes before the NER)
     with ``settings`` (width, density, normalization, temperature and the
     calibration applied unless ``calibrate=False``)."""
-    batch: BeamBatch = run_search(pipe, docs, settings)
     strings = pipe.vocab.strings
-    out = []
-    for i, doc in enumerate(docs):
-        parses = batch.parses(i)
-        scores = [p.score for p in parses]
-        probs = parse_probabilities(scores, settings.temperature).tolist()
-        ents = [[(s, e, strings[lab]) for s, e, lab in p.entities if lab != 0] for p in parses]
-        ent_probs = named_probabilities(batch, i, strings, settings, calibrate=calibrate)
-        beam = BeamDoc(doc, scores, probs, ents, ent_probs)
-        if settings.normalize == "local":
-            beam.coverage = batch.coverage(i)
-            beam.bounds = _bounds(batch, i, strings, labelled_only=True)
-        out.append(beam)
-    return out
+
+    def read(chunk: Chunk) -> list[BeamDoc]:
+        return [
+            _beam_doc(chunk.batch, i, doc, strings, settings, calibrate)
+            for i, doc in enumerate(chunk.docs)
+        ]
+
+    return search_chunked(pipe, docs, settings, read)
+
+
+def _beam_doc(
+    batch: BeamBatch, i: int, doc: Doc, strings: Any, settings: BeamSettings, calibrate: bool
+) -> BeamDoc:
+    parses = batch.parses(i)
+    scores = [p.score for p in parses]
+    probs = parse_probabilities(scores, settings.temperature).tolist()
+    ents = [[(s, e, strings[lab]) for s, e, lab in p.entities if lab != 0] for p in parses]
+    ent_probs = named_probabilities(batch, i, strings, settings, calibrate=calibrate)
+    beam = BeamDoc(doc, scores, probs, ents, ent_probs)
+    if settings.normalize == "local":
+        beam.coverage = batch.coverage(i)
+        beam.bounds = _bounds(batch, i, strings, labelled_only=True)
+    return beam
 
 
 def uncertainty_scores(beam: BeamDoc) -> dict[str, float]:

@@ -42,8 +42,9 @@ from numpy.typing import NDArray
 from spacy.tokens import Doc, Span, SpanGroup
 
 from beamner._core import BeamBatch
+from beamner.engine.pipelined import search_chunked
 from beamner.engine.pipes import find_ner
-from beamner.engine.search import constrained_batch, run_batch, run_search
+from beamner.engine.search import constrained_batch, run_batch
 from beamner.engine.settings import BeamSettings, Normalize
 from beamner.engine.spacy_inputs import transition_system
 from beamner.probabilities.calibration import entity_probabilities, parse_probabilities
@@ -142,11 +143,15 @@ def span_distributions(
     )
     labels = tuple(str(label) for label in pipe.labels)
     if spans is None:
-        batch = run_search(pipe, docs, settings)
-        out = [
-            distributions_from_batch(batch, i, doc, labels, settings.temperature)
-            for i, doc in enumerate(docs)
-        ]
+        out = search_chunked(
+            pipe,
+            docs,
+            settings,
+            lambda chunk: [
+                distributions_from_batch(chunk.batch, i, doc, labels, settings.temperature)
+                for i, doc in enumerate(chunk.docs)
+            ],
+        )
     else:
         out = _constrained(pipe, docs, _span_requests(docs, spans), labels, settings)
     calibrator = calibrator_of(settings) if calibrate else None
