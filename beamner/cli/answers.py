@@ -11,11 +11,13 @@ import typer
 from beamner.cli.options import (
     NORMALIZE_DEFAULT,
     BatchSize,
+    Format,
     GpuId,
     Model,
     OptFloat,
     OptInt,
     OptPath,
+    OptStr,
     Overwrite,
     fail,
     user_errors,
@@ -53,6 +55,15 @@ def threshold_cmd(
         OptFloat,
         typer.Option("--beam-density", min=0.0, max=1.0, help="Default: the component's."),
     ] = None,
+    batch: Annotated[
+        OptStr,
+        typer.Option(
+            "--batch",
+            help="Texts about to be labelled (JSONL/text, as annotate reads): guarantee the "
+            "precision realized on them, not only the stream's.",
+        ),
+    ] = None,
+    batch_format: Format = "auto",
     batch_size: BatchSize = 128,
     gpu_id: GpuId = -1,
     report: Annotated[
@@ -67,14 +78,15 @@ def threshold_cmd(
     applied: fit one first with calibrate --format answers) and weighted by
     1 / meta.inclusion_probability. Thresholds 0.99, 0.98, ... are tested from high to low
     with a one-sided Clopper-Pearson bound (Kish's effective sample size for weighted
-    answers), stopping at the first failure (Learn-then-Test fixed sequence). The saved
+    answers), stopping at the first failure (Learn-then-Test fixed sequence); with --batch,
+    the precision realized on those texts is what is guaranteed. The saved
     pipeline's doc.ents hold only the entities with p >= the threshold (decode precision).
     When no threshold can be certified, nothing is written and the exit status is 1.
     """
     from beamner.evaluation.threshold import NoThresholdError, threshold
 
     with user_errors():
-        check_output(report, [model, answers, output], overwrite=overwrite)
+        check_output(report, [model, answers, output, batch], overwrite=overwrite)
         try:
             result = threshold(
                 model,
@@ -85,6 +97,8 @@ def threshold_cmd(
                 beam_width=beam_width,
                 beam_density=beam_density,
                 normalize=normalize,
+                batch=batch,
+                batch_format=batch_format,
                 batch_size=batch_size,
                 gpu_id=gpu_id,
                 overwrite=overwrite,
@@ -108,6 +122,11 @@ def threshold_cmd(
         "expected recall (weighted share of accepted answers above the threshold): "
         + ("-" if recall is None else f"{recall:.3f}")
     )
+    if result["batch"] is not None:
+        typer.echo(
+            f"guaranteed on the batch {result['batch']['data']}: "
+            f"{result['batch']['n_entities']} entities above the threshold"
+        )
     typer.echo(f"saved {output}")
     if report is not None:
         atomic_write_text(report, json.dumps(result, indent=2) + "\n")

@@ -11,15 +11,17 @@ from typing import Any
 
 from spacy.language import Language
 
-from beamner.engine.pipes import find_ner, load_model
+from beamner.engine.pipes import find_ner, load_model, upstream_disabled
 from beamner.engine.settings import DEFAULT_SPANS_KEY, BeamSettings, Normalize
 from beamner.evaluation.answers import score_answers
 from beamner.evaluation.calibrate import save_pipeline
 from beamner.evaluation.evaluate import parse_normalizations
 from beamner.io.atomic import check_output
+from beamner.io.records import read_records
 from beamner.pipeline import accelerate
+from beamner.probabilities.beams import beam_docs
 from beamner.probabilities.calibrators import calibrator_of
-from beamner.probabilities.guarantee import certify_threshold
+from beamner.probabilities.guarantee import THRESHOLD_GRID, certify_threshold
 
 __all__ = ["NoThresholdError", "threshold"]
 
@@ -42,6 +44,8 @@ def threshold(
     beam_width: int | None = None,
     beam_density: float | None = None,
     normalize: Normalize | str | None = None,
+    batch: str | os.PathLike[str] | None = None,
+    batch_format: str = "auto",
     batch_size: int = 128,
     gpu_id: int = -1,
     overwrite: bool = False,
@@ -53,9 +57,16 @@ def threshold(
     ``confidence``, from the weighted answers in ``answers`` alone. Saves the
     pipeline with ``decode="precision"`` and ``precision_threshold=t`` to
     ``output``. Raises :class:`NoThresholdError` (with the result: what was
-    tested) and writes nothing when no threshold can be certified."""
+    tested) and writes nothing when no threshold can be certified.
+
+    ``batch``: texts about to be labelled (a records file, as ``annotate``
+    reads). The guarantee is then about the precision realized on that batch
+    (:mod:`beamner.probabilities.guarantee`): for each threshold the pipeline
+    counts the entities it would put in ``doc.ents`` there, which needs no
+    label. Without it, about the precision of the stream the answers came
+    from, around which a batch's precision scatters."""
     model_path = None if isinstance(model, Language) else model
-    check_output(output, [model_path, answers], folder=True, overwrite=overwrite)
+    check_output(output, [model_path, answers, batch], folder=True, overwrite=overwrite)
     if not 0.0 < precision < 1.0 or not 0.0 < confidence < 1.0:
         raise ValueError(
             f"precision and confidence must be in (0, 1), got {precision} and {confidence}"
@@ -74,7 +85,17 @@ def threshold(
     if cal is not None:
         p = cal(p, cands.labels)
     y, w = cands.arrays()
-    found = certify_threshold(p, y, w, precision=precision, confidence=confidence)
+    in_batch = None
+    if batch is not None:
+        in_batch = _batch_counts(nlp, pipe, settings, batch, batch_format, batch_size)
+    found = certify_threshold(
+        p,
+        y,
+        w,
+        precision=precision,
+        confidence=confidence,
+        batch_counts=None if in_batch is None else in_batch.__getitem__,
+    )
     notes = list(counts.notes)
     if cal is None:
         notes.append(
@@ -85,6 +106,9 @@ def threshold(
         "answers": {"data": str(answers), **counts.as_dict()},
         "weighted": counts.n_unweighted < len(cands),
         "calibrated": cal is not None,
+        "batch": None
+        if in_batch is None
+        else {"data": str(batch), "n_entities": in_batch.get(found.threshold or -1.0)},
         "normalize": settings.normalize,
         "beam_width": settings.width,
         "beam_density": settings.density,
@@ -112,3 +136,27 @@ def threshold(
         )
         result["output"] = str(output)
     return result
+
+
+def _batch_counts(
+    nlp: Language,
+    pipe: Any,
+    settings: BeamSettings,
+    path: str | os.PathLike[str],
+    fmt: str,
+    batch_size: int,
+) -> dict[float, int]:
+    """For each threshold of the grid, how many entities the pipeline would put
+    in ``doc.ents`` over the texts of ``path`` in precision mode at it."""
+    from beamner.pipeline import _most_probable  # the precision mode's own rule
+
+    counts = dict.fromkeys(THRESHOLD_GRID, 0)
+    records = list(read_records(path, fmt))
+    disabled = upstream_disabled(nlp)
+    for start in range(0, len(records), batch_size):
+        chunk = records[start : start + batch_size]
+        docs = [d for d in nlp.pipe((r.make_doc(nlp) for r in chunk), disable=disabled) if len(d)]
+        for beam in beam_docs(pipe, docs, settings) if docs else []:
+            for t in THRESHOLD_GRID:
+                counts[t] += len(_most_probable(beam.entities, t))
+    return counts
