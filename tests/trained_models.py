@@ -8,7 +8,9 @@ or a listener of a shared ``tok2vec`` component, legacy v1)."""
 
 from __future__ import annotations
 
+import functools
 import random
+import tempfile
 from collections import Counter
 from typing import Any
 
@@ -111,6 +113,26 @@ def train_pipeline(
     ruler = nlp.add_pipe("entity_ruler", before="ner")
     ruler.add_patterns(ruler_patterns())  # type: ignore[attr-defined]
     return nlp
+
+
+@functools.cache
+def trained_pipeline(
+    variant: str, *, n_sentences: int = 400, n_iter: int = 3, seed: int = 0
+) -> Language:
+    """``train_pipeline``, trained once per process and shared by every test
+    module that asks for the same variant and settings: do not modify it (take
+    ``pipeline_copy`` of it for that)."""
+    return train_pipeline(variant, n_sentences=n_sentences, n_iter=n_iter, seed=seed)
+
+
+def pipeline_copy(nlp: Language) -> Language:
+    """An independent pipeline with ``nlp``'s config and weights, bit for bit:
+    a trained pipeline to modify without training it again. Saved and loaded
+    from disk, as users do (``from_bytes`` into a pipeline made from the config
+    leaves spaCy 3.8's entity_ruler without working patterns)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        nlp.to_disk(tmp)
+        return spacy.load(tmp)
 
 
 def eval_texts(n_docs: int = 60) -> list[str]:
