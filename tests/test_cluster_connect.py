@@ -145,13 +145,19 @@ def test_refused_port(source: Path) -> None:
     assert f"no Dask scheduler at tcp://127.0.0.1:{port}: cannot connect" in result.output
 
 
-def test_probe_accepts_a_real_scheduler() -> None:
-    from distributed import LocalCluster
+def test_probe_accepts_a_dask_handshake() -> None:
+    """The bytes a scheduler sends first, as Dask frames them (a real scheduler behind
+    --cluster: tests/test_cluster.py::test_cli_cluster_option_uses_the_scheduler)."""
+    import msgpack
+    from distributed.protocol.utils import pack_frames
 
-    with LocalCluster(
-        n_workers=0, processes=False, protocol="tcp", dashboard_address=None
-    ) as local:
-        probe_scheduler(local.scheduler_address, timeout=5)
+    handshake = {"compression": None, "python": [3, 11, 7], "pickle-protocol": 5}
+    payload = pack_frames([msgpack.dumps(handshake)])
+    server = _Server(struct.pack("<Q", len(payload)) + payload)
+    try:
+        probe_scheduler(f"tcp://127.0.0.1:{server.port}", timeout=5)
+    finally:
+        server.close()
     with pytest.raises(ClusterError, match="not a scheduler address"):
         probe_scheduler("no-port-here", timeout=1)
 
