@@ -6,14 +6,17 @@
   exactly once per input even when workers die; ``resume`` after an interruption.
 * :func:`annotate_bag` / :func:`rank_bag`: the same on a ``dask.bag.Bag``.
 * One pipeline per worker process: :func:`worker_pipeline`.
+* :func:`connect`: a client for an address, a scheduler file or ``local[N]``; a
+  peer that is not a Dask scheduler is a :class:`ClusterError` within a timeout.
 """
 
 from beamner.cluster.bags import annotate_bag, rank_bag
-from beamner.cluster.engine import connect
+from beamner.cluster.engine import ClusterError, connect
 from beamner.cluster.jobs import annotate, rank
 from beamner.cluster.workers import PipelineSpec, loads_in_this_process, worker_pipeline
 
 __all__ = [
+    "ClusterError",
     "PipelineSpec",
     "annotate",
     "annotate_bag",
