@@ -18,17 +18,32 @@ of their text into an answer half and a measure half):
   stream order with each answer weighted by 1 / its inclusion probability)
   and ``random`` (a uniform random sample, weight 1);
 * calibration is fitted on 300 and on 1000 answers
-  (:func:`beamner.probabilities.calibrators.fit_from_answers`: weighted
-  isotonic, the temperature below ``MIN_ISOTONIC_ANSWERS``), and ECE over
-  candidates with calibrated p >= 0.1 (10 bins) is measured on the measure
-  half, against the uncalibrated value;
-* threshold validity: 100 splits, targets 0.8 and 0.9 at confidence 0.9
-  (:func:`beamner.probabilities.guarantee.certify_threshold` on the
-  answers' calibrated p), realized precision and recall on the measure half.
+  (:func:`beamner.probabilities.answered.fit_from_answers`: weighted
+  isotonic with at least max(40, n/10) answers a level; the temperature below
+  80 answers), and ECE over candidates with calibrated p >= 0.1 (10 bins) is
+  measured on the measure half, against the uncalibrated value; ``sampled
+  (unweighted)`` fits the same answers without their weights. References per
+  split: every stream candidate of the answer half answered, and the ECE a
+  perfectly calibrated map would measure on the measure half (labels drawn
+  from its own p): the noise floor of the metric. ``cutoff``: isotonic against
+  temperature at 25-300 answers;
+* threshold validity: 100 splits, targets 0.3, 0.5, 0.8 and 0.9 at confidence
+  0.9 (:func:`beamner.probabilities.guarantee.certify_threshold` on 300 and
+  1000 answers drawn by uncertainty), on the calibrated p (``calibrated``), the
+  raw beam p (``raw``), and the calibrated p guaranteeing the measure half as
+  a batch (``calibrated+batch``: its entity count above each threshold, known
+  without labels). Per arm: the share of splits certified; among those, the
+  share whose precision on the measure half reaches the target, the share
+  expected from the measure half's own sampling noise alone (a binomial of its
+  size at the whole corpus's precision at that threshold), the share whose
+  answer half (the population the answers were drawn from) and whole corpus
+  reach it; realized precision and recall (of the measure half's correct
+  stream candidates) and the answers' expected recall.
 
     nice -n 10 python experiments/answers_calibration.py [--stage score|simulate|all]
 
-Writes experiments/results/answers_calibration.json and prints a markdown table.
+Writes experiments/results/answers_calibration.json and the markdown tables
+(answers_calibration.md beside it; also printed).
 """
 
 from __future__ import annotations
@@ -444,7 +459,9 @@ def simulate_all(
     report["seconds"] = time.time() - t0
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps(report, indent=2) + "\n")
-    print(markdown(report))
+    table = markdown(report)
+    results.with_suffix(".md").write_text(table + "\n")
+    print(table)
     return report
 
 
