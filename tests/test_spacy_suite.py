@@ -21,7 +21,7 @@ import re
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,39 +70,60 @@ def test_every_spacy_test_file_that_builds_beam_ner_is_run() -> None:
     assert len(beam_ner_tests()) >= 8
 
 
-def run_spacy_suite(tmp_path: Path, *, fused: bool, only_beam_ner: bool) -> dict[str, Any]:
-    report_path = tmp_path / "report.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS_DIR), env.get("PYTHONPATH")]))
-    env[FUSED_ENV] = "1" if fused else "0"
-    env[ONLY_BEAM_NER_ENV] = "1" if only_beam_ner else "0"
-    env[REPORT_ENV] = str(report_path)
-    command = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-p",
-        "spacy_suite_plugin",
-        "-p",
-        "no:cacheprovider",
-        "-W",
-        "error",
-        "-q",
-        "-rfEs",
-        "--rootdir",
-        str(SITE_PACKAGES),
-        "--pyargs",
-        *SPACY_TEST_MODULES,
-    ]
-    # cwd: an empty folder, so that no pytest configuration of this repository applies.
-    done = subprocess.run(
-        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
-    )
-    output = done.stdout[-6000:] + done.stderr[-3000:]
-    report: dict[str, Any] = {"returncode": done.returncode, "output": output, "tests": {}}
-    if report_path.exists():
-        report.update(json.loads(report_path.read_text(encoding="utf-8")))
-    return report
+class SuiteRun:
+    """One child ``pytest`` over spaCy's test files, started at once and read
+    when done (:meth:`report`), so that the two runs share the machine's cores."""
+
+    def __init__(self, tmp_path: Path, *, fused: bool, only_beam_ner: bool) -> None:
+        self.report_path = tmp_path / "report.json"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS_DIR), env.get("PYTHONPATH")]))
+        env[FUSED_ENV] = "1" if fused else "0"
+        env[ONLY_BEAM_NER_ENV] = "1" if only_beam_ner else "0"
+        env[REPORT_ENV] = str(self.report_path)
+        command = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "spacy_suite_plugin",
+            "-p",
+            "no:cacheprovider",
+            "-W",
+            "error",
+            "-q",
+            "-rfEs",
+            "--rootdir",
+            str(SITE_PACKAGES),
+            "--pyargs",
+            *SPACY_TEST_MODULES,
+        ]
+        # Output to files: a pipe left unread while the other run is awaited could fill up.
+        self.stdout_path, self.stderr_path = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+        with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
+            # cwd: an empty folder, so that no pytest configuration of this repository applies.
+            self.process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=out, stderr=err)
+        self._report: dict[str, Any] | None = None
+
+    def report(self) -> dict[str, Any]:
+        if self._report is None:
+            try:
+                self.process.wait(timeout=900)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            stdout = self.stdout_path.read_text(encoding="utf-8", errors="replace")
+            stderr = self.stderr_path.read_text(encoding="utf-8", errors="replace")
+            output = stdout[-6000:] + stderr[-3000:]
+            report: dict[str, Any] = {
+                "returncode": self.process.returncode,
+                "output": output,
+                "tests": {},
+            }
+            if self.report_path.exists():
+                report.update(json.loads(self.report_path.read_text(encoding="utf-8")))
+            self._report = report
+        return self._report
 
 
 def check_report(report: dict[str, Any], *, fused: bool, only_beam_ner: bool) -> None:
@@ -158,15 +179,31 @@ def check_report(report: dict[str, Any], *, fused: bool, only_beam_ner: bool) ->
 
 
 @pytest.fixture(scope="module")
-def fused_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """spaCy's two test files whole, beam_ner served by beamner's fused search."""
-    return run_spacy_suite(tmp_path_factory.mktemp("fused"), fused=True, only_beam_ner=False)
+def suite_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, SuiteRun]]:
+    """Both child runs, started together: spaCy's two test files whole with
+    beam_ner served by beamner's fused search, and spaCy's beam_ner tests
+    served by beamner's step-scored search (fused=False)."""
+    runs = {
+        "fused": SuiteRun(tmp_path_factory.mktemp("fused"), fused=True, only_beam_ner=False),
+        "step": SuiteRun(tmp_path_factory.mktemp("step"), fused=False, only_beam_ner=True),
+    }
+    yield runs
+    for run in runs.values():
+        if run.process.poll() is None:  # a test failed before reading it
+            run.process.kill()
+            run.process.wait()
 
 
 @pytest.fixture(scope="module")
-def step_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def fused_run(suite_runs: dict[str, SuiteRun]) -> dict[str, Any]:
+    """spaCy's two test files whole, beam_ner served by beamner's fused search."""
+    return suite_runs["fused"].report()
+
+
+@pytest.fixture(scope="module")
+def step_run(suite_runs: dict[str, SuiteRun]) -> dict[str, Any]:
     """spaCy's beam_ner tests, served by beamner's step-scored search (fused=False)."""
-    return run_spacy_suite(tmp_path_factory.mktemp("step"), fused=False, only_beam_ner=True)
+    return suite_runs["step"].report()
 
 
 def test_spacy_tests_pass_with_beamner_fused(fused_run: dict[str, Any]) -> None:
