@@ -324,6 +324,38 @@ def gold_answer(
     return "accept" if mapped is not None and key in gold else "reject"
 
 
+def _answer_spans(doc: Doc, ents: Iterable[tuple[int, int, str]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "start": doc[s].idx,
+            "end": doc[e - 1].idx + len(doc[e - 1]),
+            "token_start": s,
+            "token_end": e - 1,
+            "label": label,
+        }
+        for s, e, label in sorted(ents)
+    ]
+
+
+def silver_answers(
+    doc: Doc, best: Iterable[tuple[int, int, str]], others: Iterable[tuple[int, int, str]]
+) -> list[dict[str, Any]]:
+    """The original model's reading of ``doc`` as answers on its tokens: accept
+    every entity of its best parse, reject its other candidates (``others``;
+    any of them equal to an entity of the best parse is left out). Accepts
+    alone would only say "more entities" (every other token is unknown to an
+    accept); the rejects say where the original saw none."""
+    best = set(best)
+    others = set(others) - best
+    tokens = [{"text": t.text, "ws": bool(t.whitespace_)} for t in doc]
+    out = []
+    for decision, ents in (("accept", best), ("reject", others)):
+        if ents:
+            spans = _answer_spans(doc, ents)
+            out.append({"text": doc.text, "tokens": tokens, "spans": spans, "answer": decision})
+    return out
+
+
 def entity_f1(pred: Sequence[set[Any]], ref: Sequence[set[Any]]) -> dict[str, float]:
     """Micro P/R/F1 of ``pred`` against ``ref``, doc by doc (F1 is symmetric:
     the agreement of two models)."""
@@ -461,6 +493,21 @@ def best_parses(nlp: Language, docs: Sequence[Doc], settings: BeamSettings) -> l
     return out
 
 
+def original_readings(
+    nlp: Language, docs: Sequence[Doc], settings: BeamSettings, threshold: float
+) -> list[tuple[set[Any], set[Any]]]:
+    """Per doc: (entities of the beam's best parse, candidates with p >= threshold)."""
+    pipe = find_ner(nlp)
+    out: list[tuple[set[Any], set[Any]]] = [(set(), set()) for _ in docs]
+    nonempty = [i for i, d in enumerate(docs) if len(d)]
+    for k in range(0, len(nonempty), 256):
+        idx = nonempty[k : k + 256]
+        for i, beam in zip(idx, beam_docs(pipe, [docs[i] for i in idx], settings)):
+            best = set(beam.parses[0]) if beam.parses else set()
+            out[i] = (best, {e for e, p in beam.entities.items() if p >= threshold})
+    return out
+
+
 def measure(
     nlp: Language, corpus: Corpus, settings: BeamSettings, home_ref: list[set[Any]] | None
 ) -> dict[str, Any]:
@@ -508,9 +555,13 @@ def compare_saved(
 def config_name(args: argparse.Namespace) -> str:
     lr = "default" if args.learn_rate is None else f"{args.learn_rate:g}"
     guard = args.guard
+    if guard == "silver":
+        source = "" if args.rehearse_source == "stream" else "-english"
+        guard = f"silverpn{args.rehearse_texts}{source}"
     if guard == "rehearse":
         source = "" if args.rehearse_source == "stream" else "-english"
-        guard = f"rehearse{args.rehearse_texts}{source}"
+        sep = "" if args.rehearse_optimizer == "shared" else "-sep"
+        guard = f"rehearse{args.rehearse_texts}{source}{sep}"
     return f"lr{lr}-{guard}-u{args.update_every}-b{args.read_batch}"
 
 
@@ -523,7 +574,8 @@ def run_one(
     heldout: Path,
     home_ref: list[set[Any]],
     out: Path,
-    rehearse_docs: list[Doc] | None,
+    guard_docs: list[Doc],
+    guard_parses: list[set[Any]],
 ) -> None:
     config = config_name(args)
     targets = sorted(args.answers)
@@ -568,8 +620,20 @@ def run_one(
     settings = session.settings
     pipe = session.pipe
     rehearse_rng = random.Random(seed + 7919)
+    silver = None
+    if args.guard == "silver":
+        silver = [
+            a for a in (silver_answers(d, b, o) for d, (b, o) in zip(guard_docs, guard_parses)) if a
+        ]
+    rehearse_sgd = session.optimizer
     if args.guard == "rehearse":
         pipe._rehearsal_model = copy.deepcopy(pipe.model)  # the tutor: the original NER
+        if args.rehearse_optimizer == "separate":
+            # Adam's moments of its own: the distillation gradient is tiny next to
+            # the beam loss's, and in a shared Adam it would move weights by a tiny
+            # fraction of the step; with its own moments it pulls back a full step.
+            rehearse_sgd = nlp.create_optimizer()  # type: ignore[no-untyped-call]
+            rehearse_sgd.learn_rate = session.optimizer.learn_rate
     n = n_accept = 0
     pending = 0
     while n < targets[-1]:
@@ -584,11 +648,16 @@ def run_one(
         if pending == args.update_every:
             session.update()
             pending = 0
+            if silver is not None:
+                # mixed in after every update: the original's entities on texts
+                # nobody answered, so forgetting them costs loss again
+                texts = rehearse_rng.sample(silver, args.rehearse_texts)
+                session.update([a for answers in texts for a in answers])
             if args.guard == "rehearse":
-                pool = rehearse_docs if rehearse_docs is not None else corpus.stream_docs
+                pool = guard_docs
                 picks = rehearse_rng.sample(range(len(pool)), args.rehearse_texts)
                 docs = [pool[i] for i in picks if len(pool[i])]
-                pipe.rehearse([Example(d, d) for d in docs], sgd=session.optimizer)
+                pipe.rehearse([Example(d, d) for d in docs], sgd=rehearse_sgd)
                 session.stream.invalidate()  # the weights changed: re-score the buffer
         if n in todo:
             if pending:
@@ -667,11 +736,19 @@ def run(args: argparse.Namespace) -> None:
             heldout = corpus.write_heldout(heldout_dir)
             settings = teach_settings(nlp0, beam_width=16, normalize="local")
             prepare_pipeline(nlp0, settings)
-            rehearse_docs = None
-            if args.guard == "rehearse" and args.rehearse_source == "english":
+            # The guard's texts (rehearse, silver): unannotated stream texts, or general
+            # English prose disjoint from the home text; with the original's parses.
+            guard_docs = corpus.stream_docs
+            if args.rehearse_source == "english":
                 home_set = set(home)
                 texts = [t for t in prose_sentences(REHEARSE_MODULES) if t not in home_set]
-                rehearse_docs = list(nlp0.pipe(texts, disable=upstream_disabled(nlp0)))
+                guard_docs = list(nlp0.pipe(texts, disable=upstream_disabled(nlp0)))
+            guard_parses = (
+                original_readings(nlp0, guard_docs, settings, args.threshold)
+                if args.guard == "silver"
+                else [(set(), set()) for _ in guard_docs]
+            )
+            guard = (guard_docs, guard_parses)
             base = measure(nlp0, corpus, settings, None)
             home_ref = base.pop("_home")
             print(
@@ -711,7 +788,7 @@ def run(args: argparse.Namespace) -> None:
                 )
             for seed in args.seeds:
                 for order in args.orders:
-                    run_one(corpus, order, seed, args, done, heldout, home_ref, out, rehearse_docs)
+                    run_one(corpus, order, seed, args, done, heldout, home_ref, out, *guard)
     finally:
         shutil.rmtree(heldout_dir, ignore_errors=True)
 
@@ -795,13 +872,19 @@ def main() -> None:
     parser.add_argument("--read-batch", type=int, default=1)
     parser.add_argument("--threshold", type=float, default=0.05)
     parser.add_argument("--learn-rate", type=float, default=None, help="default: TeachSession's")
-    parser.add_argument("--guard", choices=["none", "rehearse"], default="rehearse")
+    parser.add_argument("--guard", choices=["none", "rehearse", "silver"], default="rehearse")
     parser.add_argument("--rehearse-texts", type=int, default=16)
     parser.add_argument(
         "--rehearse-source",
         choices=["stream", "english"],
         default="stream",
         help="rehearse on unannotated stream texts, or on docstring prose of REHEARSE_MODULES",
+    )
+    parser.add_argument(
+        "--rehearse-optimizer",
+        choices=["shared", "separate"],
+        default="shared",
+        help="rehearse steps with the session's optimizer, or an Adam of their own",
     )
     parser.add_argument("--home-sentences", type=int, default=1500)
     parser.add_argument("--config", default=None, help="report: only this config")

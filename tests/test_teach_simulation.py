@@ -101,3 +101,30 @@ def test_label_counts(sim: Any) -> None:
     ref = [{(0, 1, "DATE"), (2, 3, "ORG")}, {(1, 2, "ORG")}]
     pred = [{(0, 1, "DATE")}, {(1, 2, "PERSON")}]
     assert sim.label_counts(pred, ref) == {"DATE": [1, 1, 1], "ORG": [2, 0, 0], "PERSON": [0, 1, 0]}
+
+
+def test_silver_answers_accept_the_parse_and_reject_the_rest(sim: Any) -> None:
+    import spacy
+
+    from beamner.teach.answers import merge_answers
+
+    nlp = spacy.blank("en")
+    doc = nlp.make_doc("Angela Merkel visited Paris on Monday")
+    best = {(0, 2, "PERSON"), (3, 4, "GPE")}
+    others = {(3, 4, "GPE"), (3, 4, "ORG"), (0, 1, "PERSON")}
+    answers = sim.silver_answers(doc, best, others)
+    assert [a["answer"] for a in answers] == ["accept", "reject"]
+    merged, report = merge_answers(answers)
+    assert report.n_conflicts == 0
+    (text,) = merged
+
+    def tokens(span: Any) -> tuple[int, int, str]:  # char offsets are what an answer keeps
+        char_span = doc.char_span(span.start, span.end)
+        return (char_span.start, char_span.end, span.label)
+
+    assert {tokens(s) for s in text.accepted} == best
+    rejected = {tokens(s) for s in text.rejected}
+    assert rejected == {(3, 4, "ORG"), (0, 1, "PERSON")}
+    assert answers[0]["spans"][0]["start"] == 0 and answers[0]["spans"][0]["end"] == 13
+    assert sim.silver_answers(doc, set(), set()) == []
+    assert [a["answer"] for a in sim.silver_answers(doc, set(), others)] == ["reject"]
