@@ -53,20 +53,18 @@ def read_lines(n_docs: int) -> list[str]:
 def pipe_run(texts: list[str], width: int, n_process: int, batch_size: int) -> dict[str, Any]:
     import spacy
 
-    from beamner.cluster.workers import ANNOTATE_KEY
     from beamner.io.records import Record
-    from beamner.jobs.annotate import _annotation
-    from beamner.pipeline import accelerate
+    from beamner.jobs.runners import AnnotateOptions, Annotator, job_settings
 
     t0 = time.perf_counter()
     nlp = spacy.load(MODEL)
-    accelerate(nlp, beam_width=width, spans_key=ANNOTATE_KEY, span_threshold=0.0)
+    annotator = Annotator(nlp, job_settings(nlp, width, 0.0001, None), AnnotateOptions(0.1))
     loaded = time.perf_counter() - t0
     t1 = time.perf_counter()
     cpu0 = _cpu_self_and_children()
     n = 0
     for i, doc in enumerate(nlp.pipe(texts, batch_size=batch_size, n_process=n_process)):
-        json.dumps(_annotation(doc, Record(i + 1, doc.text), 0.1), ensure_ascii=False)
+        json.dumps(annotator.annotation(doc, Record(i + 1, doc.text)), ensure_ascii=False)
         n += 1
     seconds = time.perf_counter() - t1
     cpu = _cpu_self_and_children() - cpu0  # children: spaCy's worker processes, joined by now

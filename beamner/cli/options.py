@@ -113,15 +113,3 @@ Cluster = Annotated[
         "(tcp://host:8786), a scheduler file (.json) or local[N] for N local worker processes.",
     ),
 ]
-
-
-def cluster_job(job: Any, cluster: str | None, name: str) -> Any:
-    """``job``, or its ``beamner.cluster`` twin bound to ``cluster``."""
-    if cluster is None:
-        return job
-    import functools
-    import importlib
-
-    return functools.partial(
-        getattr(importlib.import_module("beamner.cluster"), name), cluster=cluster
-    )

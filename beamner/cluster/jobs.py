@@ -313,7 +313,7 @@ def annotate(
     size = _partition_size(job.batch_size, partition_size)
     spec = PipelineSpec.for_job(_model_name(model), "annotate", job)
     resume = job.resume
-    target, summary, records = job.start(input, output, resume=resume)
+    target, summary, records = job.start(input, output, resume=resume, resumable=True)
     params = _params(spec, input, job, size)
     existed = target is not None and target.exists()
     total = count_records(input, job.fmt) if job.progress is not False else None

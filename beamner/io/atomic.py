@@ -73,6 +73,7 @@ def check_output(
     *,
     overwrite: bool = False,
     resume: bool = False,
+    resumable: bool = False,
     folder: bool = False,
 ) -> Path | None:
     """Check ``output`` against the policy (module docstring) before anything
@@ -80,7 +81,8 @@ def check_output(
 
     ``folder``: the output is a folder; an existing folder beamner wrote
     (:func:`is_marked`) or an empty one may be replaced, any other needs
-    ``overwrite``. A file output that exists needs ``overwrite`` or ``resume``."""
+    ``overwrite``. A file output that exists needs ``overwrite`` or ``resume``
+    (``resumable``: the command has ``--resume``, and the refusal says so)."""
     if output is None or str(output) == "-":
         return None
     path = Path(output)
@@ -107,7 +109,7 @@ def check_output(
     if path.exists() and not (overwrite or resume):
         raise OutputError(
             f"output {path} exists; pass --overwrite to replace it"
-            + (" or --resume to continue it" if not resume else "")
+            + (" or --resume to continue it" if resumable else "")
         )
     return path
 
@@ -136,6 +138,9 @@ def atomic_file(
     existed = target.exists()
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     tmp = Path(tmp_name)
+    # mkstemp makes the file private (0600); the output gets the mode a plain
+    # open() would give, or keeps the mode of the file it replaces.
+    os.chmod(fd, target.stat().st_mode & 0o7777 if existed else 0o666 & ~_umask())
     encoding = None if "b" in mode else "utf-8"
     f = os.fdopen(fd, mode, encoding=encoding)
     try:
@@ -153,6 +158,12 @@ def atomic_file(
         f.close()
         os.replace(tmp, target)
         fsync_directory(target.parent)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: PathLike, text: str) -> None:

@@ -108,9 +108,6 @@ def format_of(path: str | os.PathLike[str], fmt: str = "auto") -> str:
     return "text"
 
 
-_format_of = format_of  # the former name (beamner.teach.tasks imports it)
-
-
 def _open_binary(path: str | os.PathLike[str]) -> IO[bytes]:
     """``path`` opened for reading, or stdin for ``"-"``; an error that names the input."""
     if str(path) == "-":

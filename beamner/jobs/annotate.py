@@ -58,7 +58,7 @@ def annotate(
     interval its marginal under the model lies in) and the line a
     ``coverage`` (the model probability the beam held)."""
     job = AnnotateJob(**args)
-    target, summary, records = job.start(input, output, resume=job.resume)
+    target, summary, records = job.start(input, output, resume=job.resume, resumable=True)
     nlp = load_model(model, job.gpu_id)
     settings = job_settings(nlp, job.beam_width, job.beam_density, job.normalize)
     annotator = Annotator(nlp, settings, job.options)

@@ -95,13 +95,20 @@ class Job:
         check_beam(self.beam_width, self.beam_density, self.normalize)
 
     def start(
-        self, input: PathLike, output: PathLike | None, *, resume: bool = False
+        self,
+        input: PathLike,
+        output: PathLike | None,
+        *,
+        resume: bool = False,
+        resumable: bool = False,
     ) -> tuple[Path | None, RunSummary, Iterator[Record]]:
         """The output checked (:func:`beamner.io.atomic.check_output`), then the
         input opened: the output path (``None``: stdout), the run's summary and
         the input's records (bad lines skipped into the summary when
         ``skip_invalid``)."""
-        target = check_output(output, [input], overwrite=self.overwrite, resume=resume)
+        target = check_output(
+            output, [input], overwrite=self.overwrite, resume=resume, resumable=resumable
+        )
         if resume and target is None:
             raise ValueError("--resume needs an --output file")
         summary = RunSummary()

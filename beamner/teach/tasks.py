@@ -42,7 +42,6 @@ import hashlib
 import json
 import os
 import random
-import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -54,11 +53,7 @@ from spacy.tokens import Doc
 from beamner.engine.pipes import find_ner, upstream_disabled
 from beamner.engine.settings import BeamSettings
 from beamner.io.records import (
-    InputError,
     Record,
-    _format_of,
-    _open_binary,
-    _parse_line,
     read_records,
     span_json,
 )
@@ -124,10 +119,7 @@ def records_from(
     ``on_bad(line, reason)`` called, and the records after it are read on.
     """
     if isinstance(source, (str, os.PathLike)):
-        if on_bad is None or _format_of(source, fmt) == "spacy":
-            yield from read_records(source, fmt)
-            return
-        yield from _lines_skipping_bad(source, _format_of(source, fmt), on_bad)
+        yield from read_records(source, fmt, skip_invalid=on_bad is not None, on_invalid=on_bad)
         return
     for i, item in enumerate(source, start=1):
         if isinstance(item, Record):
@@ -145,20 +137,6 @@ def records_from(
             if on_bad is None:
                 raise ValueError(f"task source item {i}: {reason}")
             on_bad(i, reason)
-
-
-def _lines_skipping_bad(path: str | os.PathLike[str], fmt: str, on_bad: OnBad) -> Iterator[Record]:
-    # read_records(skip_invalid=True) reports line numbers only; the page shows reasons too.
-    f = _open_binary(path)
-    try:
-        for lineno, raw in enumerate(f, start=1):
-            try:
-                yield _parse_line(raw, fmt, lineno)
-            except InputError as err:
-                on_bad(lineno, str(err).split(": ", 1)[-1])
-    finally:
-        if f is not sys.stdin.buffer:
-            f.close()
 
 
 def make_task(
