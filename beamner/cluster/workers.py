@@ -18,6 +18,7 @@ from typing import Any
 
 from spacy.language import Language
 
+from beamner.engine.settings import BeamSettings
 from beamner.io.records import Record, batched, json_line
 from beamner.jobs.options import Job
 from beamner.jobs.runners import (
@@ -51,8 +52,8 @@ class PipelineSpec:
 
     model: str
     job: str
-    beam_width: int = 16
-    beam_density: float = 0.0001
+    beam_width: int = BeamSettings.width
+    beam_density: float = BeamSettings.density
     gpu_id: int = -1
     normalize: str | None = None  # None: the component's own setting
 

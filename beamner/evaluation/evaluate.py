@@ -155,7 +155,7 @@ def evaluate(
     data: str | os.PathLike[str],
     *,
     beam_widths: str | Sequence[int] = (1, 2, 4, 8, 16, 32),
-    beam_density: float = 0.0001,
+    beam_density: float = BeamSettings.density,
     normalize: str | Sequence[str] | None = None,
     fmt: str = "auto",
     sentences_per_doc: int = 1,

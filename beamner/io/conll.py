@@ -1,6 +1,6 @@
 """Reading the CoNLL NER corpora and turning them into spaCy ``Doc`` objects.
 
-The corpora under ``/work/shared/data`` (WNUT-17, Broad Twitter Corpus) are
+The corpora beamner is measured on (WNUT-17, Broad Twitter Corpus) are
 two-column files: ``token TAB IOB2-tag`` with a blank line between sentences.
 
 Conventions used here:

@@ -3,11 +3,6 @@
 Contract of :class:`TeachSession` (what a server builds on)
 -----------------------------------------------------------
 
-``TeachSession(nlp, source, labels, *, order="uncertainty", buffer=64,
-batch_size=16, beam_width=16, beam_density=0.0001, threshold=0.05,
-update_width=None, update_batch=16, learn_rate=DEFAULT_LEARN_RATE, drop=0.1, seed=0,
-fmt="auto", normalize="local", incorrect_spans_key="incorrect_spans")``
-
 Task options (``order``, ``buffer``, ``batch_size``, ``threshold``,
 ``seed``): :class:`beamner.teach.tasks.TaskStream`.
 ``beam_width``, ``beam_density``, ``normalize``: the beam the tasks are
