@@ -33,6 +33,7 @@ from beamner.teach.sampling import (
     INCLUSION_KEY,
     UncertaintySampler,
     answer_weight,
+    answered_precision,
     inclusion_probabilities,
     rate_for,
 )
@@ -350,3 +351,21 @@ def test_batch_guarantee_covers_the_realized_precision_of_a_batch() -> None:
     assert len(realized["batch"]) > 200
     assert share["batch"] >= 0.9
     assert share["population"] < share["batch"]
+
+
+def test_answered_precision_for_the_teach_page() -> None:
+    tasks = [
+        {"answer": "accept", "meta": {"score": 0.95, INCLUSION_KEY: 0.5}},
+        {"answer": "reject", "meta": {"score": 0.92, INCLUSION_KEY: 1.0}},
+        {"answer": "accept", "meta": {"score": 0.91}},
+        {"answer": "ignore", "meta": {"score": 0.99}},
+        {"answer": "accept", "meta": {"score": 0.2, INCLUSION_KEY: 1.0}},
+        {"answer": "reject"},
+    ]
+    got = answered_precision(tasks, threshold=0.9)
+    # weights 2, 1, 1 above 0.9: precision (2 + 1) / 4
+    assert got["n_answers"] == 3 and got["n_unweighted"] == 1
+    assert got["estimate"] == pytest.approx(0.75)
+    assert got["effective_n"] == pytest.approx(16 / 6)
+    assert got["lower"] < 0.75 < got["upper"]
+    assert answered_precision([], threshold=0.5)["estimate"] is None

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy
@@ -56,6 +56,7 @@ __all__ = [
     "INCLUSION_KEY",
     "UncertaintySampler",
     "answer_weight",
+    "answered_precision",
     "inclusion_probabilities",
     "inclusion_probability",
     "rate_for",
@@ -158,3 +159,36 @@ def answer_weight(meta: Any) -> float | None:
     if isinstance(pi, bool) or not isinstance(pi, (int, float)) or not 0.0 < pi <= 1.0:
         raise ValueError(f'"meta.{INCLUSION_KEY}" must be a number in (0, 1], got {pi!r}')
     return 1.0 / float(pi)
+
+
+def answered_precision(
+    answers: Iterable[Mapping[str, Any]], threshold: float, confidence: float = 0.9
+) -> dict[str, Any]:
+    """What a teach page can show while answers come in: the weighted
+    precision of the answered tasks whose served score (``meta.score``, the p
+    the task was shown with) is >= ``threshold``, with its two-sided
+    ``confidence`` interval (:func:`beamner.probabilities.guarantee.precision_interval`),
+    each answer weighted by 1 / its inclusion probability (1 without one;
+    ``n_unweighted`` counts those). ``ignore`` answers and answers without a
+    score are skipped."""
+    from beamner.probabilities.guarantee import precision_interval
+
+    probs: list[float] = []
+    right: list[bool] = []
+    weights: list[float] = []
+    unweighted = 0
+    for task in answers:
+        meta = task.get("meta")
+        decision = task.get("answer")
+        if decision not in ("accept", "reject") or not isinstance(meta, Mapping):
+            continue
+        score = meta.get("score")
+        if isinstance(score, bool) or not isinstance(score, (int, float)):
+            continue
+        weight = answer_weight(meta)
+        unweighted += weight is None
+        probs.append(float(score))
+        right.append(decision == "accept")
+        weights.append(1.0 if weight is None else weight)
+    out = precision_interval(probs, right, weights, threshold=threshold, confidence=confidence)
+    return {**out, "n_unweighted": unweighted}
