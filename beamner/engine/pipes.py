@@ -32,7 +32,42 @@ def load_model(model: str | os.PathLike[str] | Language, gpu_id: int = -1) -> La
         return model
     if gpu_id >= 0:
         require_gpu(gpu_id)  # what spacy.require_gpu is
-    return spacy.load(model if isinstance(model, str) else Path(model))
+    path = Path(model)
+    if not path.exists():
+        return spacy.load(str(model))  # a package name (spaCy's own E050 when it is none)
+    try:
+        return spacy.load(path)
+    except Exception as err:
+        # spaCy's deserializers do not say which file failed: name it.
+        broken = damaged_file(path)
+        where = f"{broken[0]}: {broken[1]}" if broken else f"{type(err).__name__}: {err}"
+        raise ValueError(f"{path}: cannot load the spaCy pipeline ({where})") from err
+
+
+#: The files of a saved pipeline and how each is encoded.
+_MSGPACK_FILES = ("model", "moves", "tokenizer")
+_JSON_FILES = ("cfg", "meta.json", "strings.json", "vectors.cfg")
+
+
+def damaged_file(folder: Path) -> tuple[Path, str] | None:
+    """The first file of a saved pipeline that does not decode (truncated,
+    emptied, or another format), with the reason; None when all do."""
+    import srsly
+    from thinc.api import Config
+
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file():
+            continue
+        try:
+            if path.name in _MSGPACK_FILES:
+                srsly.msgpack_loads(path.read_bytes())
+            elif path.name in _JSON_FILES:
+                srsly.json_loads(path.read_text(encoding="utf-8"))
+            elif path.name == "config.cfg":
+                Config().from_str(path.read_text(encoding="utf-8"), interpolate=False)
+        except Exception as err:
+            return path, f"{type(err).__name__}: {err}"[:300]
+    return None
 
 
 def ner_name(nlp: Language) -> str:

@@ -27,6 +27,8 @@ from spacy.tokens import Doc, Span
 from spacy.training.iob_utils import biluo_tags_to_spans, iob_to_biluo
 from spacy.vocab import Vocab
 
+from beamner.io.records import text_lines
+
 __all__ = [
     "Sentence",
     "conll_corpus",
@@ -89,19 +91,18 @@ def read_conll(path: str | os.PathLike[str], *, keep_empty_tokens: bool = False)
     """
     sentences: list[Sentence] = []
     current: Sentence = []
-    with open(path, encoding="utf-8", newline="") as f:
-        for lineno, raw in enumerate(f, start=1):
-            line = raw.rstrip("\n").rstrip("\r")
-            if line == "":
-                if current:
-                    sentences.append(current)
-                current = []
-                continue
-            if "\t" not in line:
-                raise ValueError(f"{path}:{lineno}: expected 'token<TAB>tag': {line!r}")
-            token, tag = line.rsplit("\t", 1)
-            _check_tag(tag, path, lineno)
-            current.append((token, tag))
+    for lineno, raw in text_lines(path):
+        line = raw.rstrip("\n").rstrip("\r")
+        if line == "":
+            if current:
+                sentences.append(current)
+            current = []
+            continue
+        if "\t" not in line:
+            raise ValueError(f"{path}:{lineno}: expected 'token<TAB>tag': {line!r}")
+        token, tag = line.rsplit("\t", 1)
+        _check_tag(tag, path, lineno)
+        current.append((token, tag))
     if current:
         sentences.append(current)
     if keep_empty_tokens:

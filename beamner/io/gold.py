@@ -23,6 +23,7 @@ from spacy.language import Language
 from spacy.tokens import Doc, DocBin
 
 from beamner.io.conll import documents_to_docs, group_into_documents, read_conll
+from beamner.io.records import text_lines
 
 __all__ = [
     "LABEL_MAPS",
@@ -102,38 +103,35 @@ def read_gold(
 
 
 def _read_gold_jsonl(path: str | os.PathLike[str], nlp: Language) -> Iterator[GoldDoc]:
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                text = obj["text"]
-                if "tokens" in obj:  # Prodigy's tokens: keep the tokenization
-                    words = [str(t["text"]) for t in obj["tokens"]]
-                    spaces = [bool(t.get("ws", True)) for t in obj["tokens"]]
-                    doc = Doc(nlp.vocab, words=words, spaces=spaces)
-                    if doc.text != text:
-                        raise ValueError("the tokens do not spell the text")
+    for lineno, line in text_lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            text = obj["text"]
+            if "tokens" in obj:  # Prodigy's tokens: keep the tokenization
+                words = [str(t["text"]) for t in obj["tokens"]]
+                spaces = [bool(t.get("ws", True)) for t in obj["tokens"]]
+                doc = Doc(nlp.vocab, words=words, spaces=spaces)
+                if doc.text != text:
+                    raise ValueError("the tokens do not spell the text")
+            else:
+                doc = nlp.make_doc(text)
+            gold: set[Entity] = set()
+            for span in obj.get("spans", []):
+                if "token_start" in span and "token_end" in span:
+                    start, end = int(span["token_start"]), int(span["token_end"]) + 1
                 else:
-                    doc = nlp.make_doc(text)
-                gold: set[Entity] = set()
-                for span in obj.get("spans", []):
-                    if "token_start" in span and "token_end" in span:
-                        start, end = int(span["token_start"]), int(span["token_end"]) + 1
-                    else:
-                        char_span = doc.char_span(
-                            span["start"], span["end"], alignment_mode="expand"
-                        )
-                        if char_span is None:
-                            raise ValueError(f"span {span} is not inside the text")
-                        start, end = char_span.start, char_span.end
-                    if not 0 <= start < end <= len(doc):
-                        raise ValueError(f"span {span} is out of range")
-                    gold.add((start, end, str(span["label"])))
-            except (ValueError, KeyError, TypeError) as err:
-                raise ValueError(f"{path}:{lineno}: bad gold record: {err}") from None
-            yield GoldDoc(doc, gold)
+                    char_span = doc.char_span(span["start"], span["end"], alignment_mode="expand")
+                    if char_span is None:
+                        raise ValueError(f"span {span} is not inside the text")
+                    start, end = char_span.start, char_span.end
+                if not 0 <= start < end <= len(doc):
+                    raise ValueError(f"span {span} is out of range")
+                gold.add((start, end, str(span["label"])))
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}:{lineno}: bad gold record: {err}") from None
+        yield GoldDoc(doc, gold)
 
 
 def parse_label_map(spec: str | dict[str, str] | None) -> dict[str, str] | None:

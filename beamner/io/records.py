@@ -54,6 +54,7 @@ __all__ = [
     "read_records",
     "records_from_items",
     "span_json",
+    "text_lines",
 ]
 
 FORMATS = ("auto", "jsonl", "text", "spacy")
@@ -116,6 +117,20 @@ def _open_binary(path: str | os.PathLike[str]) -> IO[bytes]:
         return open(path, "rb")
     except OSError as err:
         raise InputError(f"{path}: cannot read the input ({err.strerror or err})") from None
+
+
+def text_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, str]]:
+    """``(line number, line)`` of a UTF-8 text file, line endings kept; a line
+    that is not UTF-8 raises :class:`InputError` naming ``path:line`` (Python's
+    own error names neither)."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise InputError(
+                    f"{path}:{lineno}: not UTF-8 ({err.reason} at byte {err.start})"
+                ) from None
 
 
 def read_records(
