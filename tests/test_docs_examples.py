@@ -101,7 +101,12 @@ def all_blocks() -> tuple[list[Block], list[str]]:
 
 
 BLOCKS, ERRORS = all_blocks()
-RUNNABLE = [b for b in BLOCKS if b.lang in RUN and b.not_run is None]
+# A block repeated verbatim (the main job on README and the site's front page) runs once.
+_FIRST: dict[tuple[str, str], Block] = {}
+for _block in BLOCKS:
+    if _block.lang in RUN and _block.not_run is None:
+        _FIRST.setdefault((_block.lang, _block.code), _block)
+RUNNABLE = list(_FIRST.values())
 SKIPPED = [b for b in BLOCKS if b.lang in RUN and b.not_run is not None]
 
 
