@@ -89,16 +89,41 @@ print(h.hexdigest())
 """
 
 
-def _digest_in_subprocess(threads: int) -> str:
-    env = dict(os.environ)
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS"):
-        env[var] = str(threads)
+def _digests_in_subprocesses(thread_counts: Sequence[int]) -> list[str]:
+    """One fresh process per entry, all started at once (they are independent:
+    each reads its thread count at load time), each printing its digest."""
     code = _DIGEST_SCRIPT.format(tests=str(ROOT / "tests"))
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    return out.stdout.strip().splitlines()[-1]
+    processes = []
+    for threads in thread_counts:
+        env = dict(os.environ)
+        for var in (
+            "OPENBLAS_NUM_THREADS",
+            "OMP_NUM_THREADS",
+            "MKL_NUM_THREADS",
+            "BLIS_NUM_THREADS",
+        ):
+            env[var] = str(threads)
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "-c", code],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    digests = []
+    try:
+        for process in processes:
+            stdout, stderr = process.communicate(timeout=300)
+            assert process.returncode == 0, stderr[-3000:]
+            digests.append(stdout.strip().splitlines()[-1])
+    finally:
+        for process in processes:  # none left running when one failed
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    return digests
 
 
 def test_identical_across_processes_and_blas_threads() -> None:
@@ -107,9 +132,7 @@ def test_identical_across_processes_and_blas_threads() -> None:
     (threadpoolctl is not installed; the environment variables are what
     OpenBLAS, OpenMP and blis read. beamner's fused path calls blis' sgemm,
     which thinc runs single threaded.)"""
-    one = _digest_in_subprocess(1)
-    again = _digest_in_subprocess(1)
-    four = _digest_in_subprocess(4)
+    one, again, four = _digests_in_subprocesses([1, 1, 4])
     assert one == again == four
 
 
