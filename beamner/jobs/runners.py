@@ -176,6 +176,9 @@ class Annotator(BatchRunner[dict[str, Any]]):
     best parse, each entity with its probability as ``score``), ``spans``
     (candidates with p >= ``threshold``, highest first) and, under
     ``normalize="local"``, each span's ``bounds`` and the doc's ``coverage``.
+    A pipeline saved by ``beamner threshold`` (``decode="precision"``) marks
+    each entity and span ``certified`` (p at or above the certified threshold,
+    written on the line as ``precision_threshold``); its ``ents`` are those.
 
     Swaps ``nlp``'s NER for beamner's component (:func:`beamner.accelerate`)
     with ``settings``, writing every candidate to :data:`ANNOTATE_KEY`."""
@@ -209,10 +212,16 @@ class Annotator(BatchRunner[dict[str, Any]]):
         )
         del doc.spans[ANNOTATE_KEY]
 
+        certified_at = self.settings.precision_threshold
+        if self.settings.decode != "precision":
+            certified_at = None
+
         def with_bounds(span: Span, out: dict[str, Any]) -> dict[str, Any]:
             key = (span.start, span.end, span.label_)
             if key in bounds_of:
                 out["bounds"] = bounds_of[key]
+            if certified_at is not None:  # decode="precision": at or above the certified t
+                out["certified"] = probs.get(key, 0.0) >= certified_at
             return out
 
         obj: dict[str, Any] = {"text": doc.text, **record.extra}
@@ -222,6 +231,8 @@ class Annotator(BatchRunner[dict[str, Any]]):
         obj["spans"] = [with_bounds(span, span_json(span, p)) for span, p in spans]
         if coverage is not None:
             obj["coverage"] = round(float(coverage), 6)
+        if certified_at is not None:
+            obj["precision_threshold"] = certified_at
         return obj
 
 
