@@ -390,11 +390,11 @@ def readme_tables(results: dict[str, Any]) -> str:
 
 
 def write_readme(results: dict[str, Any]) -> None:
-    readme = ROOT / "README.md"
+    readme = ROOT / "docs" / "results.md"
     text = readme.read_text(encoding="utf-8")
     start, end = "<!-- probability-quality:start -->", "<!-- probability-quality:end -->"
     if start not in text or end not in text:
-        raise SystemExit(f"README.md has no {start} ... {end} markers")
+        raise SystemExit(f"{readme} has no {start} ... {end} markers")
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
     readme.write_text(head + start + "\n" + readme_tables(results) + end + tail, encoding="utf-8")
