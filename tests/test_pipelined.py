@@ -16,7 +16,7 @@ import pytest
 from conftest import corpus_texts
 
 import beamner
-from beamner.engine import pipelined
+from beamner.engine import pipelined, search
 from beamner.engine.pipelined import CHUNK_DOCS, PIPELINE_ENV, chunk_sizes, pipelining
 from beamner.engine.search import run_search
 from beamner.engine.settings import BeamSettings
@@ -155,7 +155,7 @@ def test_exception_in_a_chunk(
 ) -> None:
     """The search (worker thread) or the network (this thread) of the second
     chunk fails: the error surfaces, and no thread is left."""
-    monkeypatch.setattr(pipelined, where, failing_after(1, getattr(pipelined, where)))
+    monkeypatch.setattr(search, where, failing_after(1, getattr(search, where)))
     before = threads()
     with pytest.raises(RuntimeError, match="boom in call 2"):
         beamner.entity_scores(nlp.get_pipe("ner"), test_docs)
@@ -192,15 +192,15 @@ def test_nlp_pipe_identical_and_errors(
 
     # the third chunk's search fails: spaCy's default handler raises it
     monkeypatch.setenv(PIPELINE_ENV, "1")
-    real = pipelined.finish_search
-    monkeypatch.setattr(pipelined, "finish_search", failing_after(2, real))
+    real = search.finish_search
+    monkeypatch.setattr(search, "finish_search", failing_after(2, real))
     before = threads()
     with pytest.raises(RuntimeError, match="boom in call 3"):
         list(nlp.pipe(texts, batch_size=100))
     assert threads() == before
 
     # a handler that ignores it: that batch is dropped, the others are as before
-    monkeypatch.setattr(pipelined, "finish_search", failing_after(2, real, once=True))
+    monkeypatch.setattr(search, "finish_search", failing_after(2, real, once=True))
     seen: list[int] = []
     nlp.get_pipe("ner").set_error_handler(lambda name, proc, docs, err: seen.append(len(docs)))
     kept = [doc.to_bytes() for doc in nlp.pipe(texts, batch_size=100)]
@@ -232,7 +232,7 @@ def test_annotate_jsonl_identical(
 
     # every search from the third on fails: the error surfaces, nothing is left running
     monkeypatch.setenv(PIPELINE_ENV, "1")
-    monkeypatch.setattr(pipelined, "finish_search", failing_after(2, pipelined.finish_search))
+    monkeypatch.setattr(search, "finish_search", failing_after(2, search.finish_search))
     before = threads()
     with pytest.raises(RuntimeError, match="boom"):
         annotate(nlp, source, tmp_path / "failed.jsonl", batch_size=128, progress=False)

@@ -38,7 +38,8 @@ from typing import Any, Generic, TypeVar
 from spacy.tokens import Doc
 
 from beamner._core import BeamBatch
-from beamner.engine.search import PreparedSearch, finish_search, prepare_search
+from beamner.engine import search
+from beamner.engine.search import PreparedSearch
 from beamner.engine.settings import BeamSettings
 
 __all__ = [
@@ -180,7 +181,9 @@ def _sequential(
     for key, docs in chunks:
         docs = list(docs)
         try:
-            batch = finish_search(pipe, prepare_search(pipe, docs, settings), settings)
+            batch = search.finish_search(
+                pipe, search.prepare_search(pipe, docs, settings), settings
+            )
         except Exception as err:
             yield Searched(key, docs, None, err)
         else:
@@ -197,7 +200,9 @@ def _overlapped(
             prepared: PreparedSearch | None = None
             failed: BaseException | None = None
             try:
-                prepared = prepare_search(pipe, docs, settings)  # overlaps in_flight's search
+                prepared = search.prepare_search(
+                    pipe, docs, settings
+                )  # overlaps in_flight's search
             except Exception as err:
                 failed = err
             done = None
@@ -220,7 +225,7 @@ def _overlapped(
 def _finisher(
     pipe: Any, prepared: PreparedSearch, settings: BeamSettings
 ) -> Callable[[], BeamBatch]:
-    return lambda: finish_search(pipe, prepared, settings)
+    return lambda: search.finish_search(pipe, prepared, settings)
 
 
 def _land(
