@@ -141,7 +141,10 @@ class BeamBatch {
   /// constraints forbid; `rows` is scratch.
   void apply_constraints(std::uint8_t* valid, std::vector<StepRow>& rows) const;
   /// Before a step changes anything: whether document `doc` (its rows from
-  /// `row` on) keeps a candidate; throws for a score that would overflow.
+  /// `row` on, advanced past them) keeps a candidate. False only for a
+  /// constrained document (infeasible); throws std::invalid_argument for an
+  /// unconstrained one without a move or a score that would overflow the
+  /// running sum, std::length_error for a history past History::kMaxNodes.
   bool check_step(int doc, const float* scores, const std::uint8_t* valid, std::size_t& row) const;
   /// Entities of the parses, each with its parse's index, in entity order
   /// (stable: each entity's parses in beam order).
