@@ -18,7 +18,7 @@ from thinc.api import Config, Model
 
 from beamner._core import BeamBatch
 from beamner._spacy_states import build_beam, build_state
-from beamner.engine.pipelined import CHUNK_DOCS, Chunk, chunk_sizes, search_chunked, search_stream
+from beamner.engine.pipelined import Chunk, chunk_plan, chunk_sizes, search_chunked, search_stream
 from beamner.engine.search import run_search
 from beamner.engine.settings import BeamSettings, Decode, Normalize, SpansLayout
 from beamner.probabilities.beams import named_probabilities
@@ -170,7 +170,11 @@ class BeamnerEntityRecognizer(EntityRecognizer):  # type: ignore[misc]
             for batch in _batches(docs, batch_size):
                 record = _PipeBatch(list(batch))
                 by_length = sorted(record.docs, key=len)
-                pieces = [piece for sub in _batches(by_length, sub_size) for piece in _split(sub)]
+                subs = list(_batches(by_length, sub_size))
+                # the batch's last sub-batch ends in small chunks (chunk_plan)
+                pieces = [
+                    piece for k, sub in enumerate(subs) for piece in _split(sub, k == len(subs) - 1)
+                ]
                 for j, piece in enumerate(pieces):
                     yield (record, j == len(pieces) - 1), piece
 
@@ -309,10 +313,12 @@ def _batches(docs: Iterable[Doc], size: int) -> Iterator[list[Doc]]:
         yield batch
 
 
-def _split(docs: list[Doc]) -> list[list[Doc]]:
-    """``docs`` in even chunks of at most ``CHUNK_DOCS``."""
+def _split(docs: list[Doc], tail: bool) -> list[list[Doc]]:
+    """``docs`` in even chunks of at most ``CHUNK_DOCS``, the last one halved
+    when ``tail`` (:func:`~beamner.engine.pipelined.chunk_plan`)."""
+    sizes = chunk_plan([len(doc) for doc in docs]) if tail else chunk_sizes(len(docs))
     out, start = [], 0
-    for size in chunk_sizes(len(docs), CHUNK_DOCS):
+    for size in sizes:
         out.append(docs[start : start + size])
         start += size
     return out

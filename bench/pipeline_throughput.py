@@ -12,8 +12,12 @@ slows them alike. Per case and round three times are taken:
   second core is not free, so the overlap shows less here);
 * ``cpu``: the process's CPU seconds (both threads: the overlap does not cut
   this, it spreads it over two cores);
-* ``critical``: the larger of the calling thread's and the search threads'
-  CPU seconds: the call's wall time on two otherwise idle cores.
+* ``idle2``: the call's elapsed time on two otherwise idle cores, replayed
+  from the measured CPU times of each chunk's network, search and reading
+  and the order the two threads wait on each other
+  (:func:`beamner.engine.pipelined.idle_seconds`), plus the calling thread's
+  CPU time outside the chunks. (The JSON also has ``critical``, the larger of
+  the two threads' CPU times, which ignores the waits.)
 
 Each is turned into a throughput ratio against ``tok2vec`` (the NER's tok2vec
 with its projection, ``model.layers[0]``, in calls of 64 docs) in the same
@@ -41,10 +45,17 @@ from conftest import CORPUS, SENTENCES_PER_DOC, _cpu_model, corpus_texts
 
 import beamner
 from beamner.engine.model import token_vectors
-from beamner.engine.pipelined import CHUNK_DOCS, PIPELINE_ENV, chunk_sizes, worker_cpu_seconds
+from beamner.engine.pipelined import (
+    CHUNK_DOCS,
+    PIPELINE_ENV,
+    chunk_sizes,
+    idle_seconds,
+    traced,
+    worker_cpu_seconds,
+)
 
 WIDTH, DENSITY = 16, 0.0001
-METRICS = ("wall", "cpu", "critical")
+METRICS = ("wall", "cpu", "idle2")
 #: (case, minimum throughput ratio to tok2vec); None: reported only.
 TARGETS = {
     "entity_scores all": 0.90,
@@ -61,15 +72,21 @@ def timed(fn: Callable[[], Any]) -> dict[str, float]:
         time.thread_time(),
         worker_cpu_seconds(),
     )
-    fn()
+    with traced() as traces:
+        fn()
     main = time.thread_time() - main
     worker = worker_cpu_seconds() - worker
+    in_chunks = sum(
+        c.prepare + c.read + (0.0 if t.overlapped else c.search) for t in traces for c in t.chunks
+    )
     return {
         "wall": time.perf_counter() - wall,
         "cpu": time.process_time() - cpu,
+        "idle2": max(main - in_chunks, 0.0) + sum(idle_seconds(t) for t in traces),
         "critical": max(main, worker),
         "main": main,
         "worker": worker,
+        "chunks": sum(len(t.chunks) for t in traces),
     }
 
 
@@ -185,25 +202,29 @@ def main() -> None:
     results: dict[str, Any] = {}
     print(f"\n{n_tokens} tokens, {len(docs)} docs; load average {statistics.median(loads):.1f}")
     print(
-        f"{'case':<34} {'k tok/s wall':>12} {'k tok/s cpu':>12}"
-        "  ratio to tok2vec (wall/cpu/critical)"
+        f"{'case':<34} {'k tok/s wall':>12} {'k tok/s cpu':>12}  ratio to tok2vec (wall/cpu/idle2)"
     )
     for name in cases:
-        med = {m: statistics.median(t[m] for t in runs[name]) for m in (*METRICS, "main", "worker")}
+        med = {
+            m: statistics.median(t[m] for t in runs[name])
+            for m in (*METRICS, "critical", "main", "worker", "chunks")
+        }
         row: dict[str, Any] = {
             "median_seconds": med,
             "tokens_per_s": {m: n_tokens / med[m] for m in METRICS},
-            "us_per_token": {m: med[m] / n_tokens * 1e6 for m in (*METRICS, "main", "worker")},
-            "ratio_to_tok2vec": {m: ratio(name, "tok2vec", m) for m in METRICS},
+            "us_per_token": {
+                m: med[m] / n_tokens * 1e6 for m in (*METRICS, "critical", "main", "worker")
+            },
+            "ratio_to_tok2vec": {m: ratio(name, "tok2vec", m) for m in (*METRICS, "critical")},
         }
         results[name] = row
         r, rate = row["ratio_to_tok2vec"], row["tokens_per_s"]
         print(
             f"{name:<34} {rate['wall'] / 1e3:12.1f} {rate['cpu'] / 1e3:12.1f}"
-            f"  {r['wall']:.3f} / {r['cpu']:.3f} / {r['critical']:.3f}"
+            f"  {r['wall']:.3f} / {r['cpu']:.3f} / {r['idle2']:.3f}"
         )
     verdicts = []
-    print("\ntargets (median ratios; critical = the larger thread's CPU time)")
+    print("\ntargets (median ratios; idle2 = elapsed on two idle cores, replayed)")
     for case, goal in TARGETS.items():
         for normalize in ("none", "local"):
             r = results[f"{case} {normalize}"]["ratio_to_tok2vec"]
@@ -212,13 +233,13 @@ def main() -> None:
                     "case": f"{case} {normalize}",
                     "goal": goal,
                     **r,
-                    "met_critical": r["critical"] >= goal,
+                    "met_idle2": r["idle2"] >= goal,
                 }
             )
             print(
                 f"  {case} {normalize:<6} >= {goal:.2f}: wall {r['wall']:.3f}, cpu {r['cpu']:.3f}, "
-                f"critical {r['critical']:.3f}  "
-                f"{'met' if r['critical'] >= goal else 'MISSED'} (critical)"
+                f"idle2 {r['idle2']:.3f}  "
+                f"{'met' if r['idle2'] >= goal else 'MISSED'} (idle2)"
             )
     local_none = {}
     for case in TARGETS:
@@ -226,7 +247,7 @@ def main() -> None:
         local_none[case] = lr
         print(
             f"  local/none {case:<18} <= 1.05: wall {lr['wall']:.3f}, cpu {lr['cpu']:.3f}, "
-            f"critical {lr['critical']:.3f}"
+            f"idle2 {lr['idle2']:.3f}"
         )
     out = {
         "what": "throughput ratios to the NER's tok2vec alone, rounds alternating, medians",

@@ -31,8 +31,8 @@ import os
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from contextlib import closing
-from dataclasses import dataclass
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from spacy.tokens import Doc
@@ -45,12 +45,18 @@ from beamner.engine.settings import BeamSettings
 __all__ = [
     "CHUNK_DOCS",
     "PIPELINE_ENV",
+    "TAIL_TOKENS",
     "Chunk",
+    "ChunkTimes",
     "Searched",
+    "StreamTrace",
+    "chunk_plan",
     "chunk_sizes",
+    "idle_seconds",
     "pipelining",
     "search_chunked",
     "search_stream",
+    "traced",
     "worker_cpu_seconds",
 ]
 
@@ -80,6 +86,40 @@ def pipelining(pipelined: bool | None = None) -> bool:
     raise ValueError(f"{PIPELINE_ENV} must be one of {_ON + _OFF}, got {value!r}")
 
 
+#: The last chunk of a call is halved (by tokens) while both halves keep at
+#: least this many tokens: only the last chunk's search has no network to
+#: overlap, so it is made small; below ~1000 tokens thinc's per-call cost
+#: (~2 ms) outweighs what a smaller tail saves. A call of fewer than twice
+#: this many tokens in one chunk runs without a thread.
+TAIL_TOKENS = 1000
+
+
+def chunk_plan(
+    lengths: Sequence[int], chunk_docs: int = CHUNK_DOCS, tail_tokens: int = TAIL_TOKENS
+) -> list[int]:
+    """Chunk sizes (docs) for docs of ``lengths`` tokens, in order: even chunks
+    of at most ``chunk_docs``, the last one then halved by tokens while each
+    half keeps >= ``tail_tokens`` tokens (64 docs of ~150 tokens: 32, 16, 8, 8)."""
+    sizes = chunk_sizes(len(lengths), chunk_docs)
+    if not sizes:
+        return sizes
+    last = sizes.pop()
+    start = len(lengths) - last
+    while last >= 2:
+        tokens = list(itertools.accumulate(lengths[start : start + last]))
+        if tokens[-1] < 2 * tail_tokens:
+            break
+        half = next(i + 1 for i, t in enumerate(tokens) if 2 * t >= tokens[-1])
+        half = min(max(half, 1), last - 1)
+        if tokens[half - 1] < tail_tokens or tokens[-1] - tokens[half - 1] < tail_tokens:
+            break
+        sizes.append(half)
+        start += half
+        last -= half
+    sizes.append(last)
+    return sizes
+
+
 def chunk_sizes(n_docs: int, chunk_docs: int = CHUNK_DOCS) -> list[int]:
     """Even chunk sizes, each at most ``chunk_docs``, summing to ``n_docs``
     (none for no docs)."""
@@ -102,6 +142,63 @@ def worker_cpu_seconds() -> float:
     cores' shares of a call)."""
     with _cpu_lock:
         return _worker_cpu
+
+
+@dataclass
+class ChunkTimes:
+    """CPU seconds of one chunk: the network (tok2vec) on the calling thread,
+    the lower layer + search (on the worker when overlapped), and the caller's
+    reading of the results."""
+
+    prepare: float = 0.0
+    search: float = 0.0
+    read: float = 0.0
+
+
+@dataclass
+class StreamTrace:
+    """One :func:`search_stream`'s chunks, and whether they overlapped."""
+
+    overlapped: bool
+    chunks: list[ChunkTimes] = field(default_factory=list)
+
+
+_traces: list[StreamTrace] | None = None
+
+
+@contextmanager
+def traced() -> Iterator[list[StreamTrace]]:
+    """Record the CPU times of every stream run inside (benchmarks:
+    :func:`idle_seconds`). Not thread-safe: one traced caller at a time."""
+    global _traces
+    previous, _traces = _traces, []
+    try:
+        yield _traces
+    finally:
+        _traces = previous
+
+
+def idle_seconds(trace: StreamTrace) -> float:
+    """The stream's elapsed seconds on two otherwise idle cores, replayed from
+    its measured CPU times and the order the threads wait on each other:
+    chunk i's search starts once its network is done and chunk i - 1's
+    search has been joined; its results are read after chunk i + 1's network."""
+    if not trace.overlapped:
+        return sum(c.prepare + c.search + c.read for c in trace.chunks)
+    main = 0.0
+    done = 0.0  # when the search in flight ends
+    previous: ChunkTimes | None = None
+    for chunk in trace.chunks:
+        main += chunk.prepare
+        if previous is not None:
+            main = max(main, done)
+        done = main + chunk.search
+        if previous is not None:
+            main += previous.read
+        previous = chunk
+    if previous is not None:
+        main = max(main, done) + previous.read
+    return main
 
 
 @dataclass
@@ -129,6 +226,7 @@ class _Flight:
         self._run = run
         self.batch: BeamBatch | None = None
         self.error: BaseException | None = None
+        self.cpu = 0.0
         self.thread = threading.Thread(target=self._target, name="beamner-search", daemon=True)
         self.thread.start()
 
@@ -140,9 +238,9 @@ class _Flight:
         except BaseException as err:  # handed to the calling thread by join()
             self.error = err
         finally:
-            used = time.thread_time() - start
+            self.cpu = time.thread_time() - start
             with _cpu_lock:
-                _worker_cpu += used
+                _worker_cpu += self.cpu
 
     def join(self) -> tuple[BeamBatch | None, BaseException | None]:
         self.thread.join()
@@ -175,48 +273,83 @@ def search_stream(
         yield from _overlapped(pipe, itertools.chain([first, second], items), settings)
 
 
+def _trace(overlapped: bool) -> StreamTrace | None:
+    if _traces is None:
+        return None
+    trace = StreamTrace(overlapped)
+    _traces.append(trace)
+    return trace
+
+
 def _sequential(
     pipe: Any, chunks: Iterable[tuple[K, Sequence[Doc]]], settings: BeamSettings
 ) -> Iterator[Searched[K]]:
+    trace = _trace(False)
+    clock = time.thread_time
     for key, docs in chunks:
         docs = list(docs)
+        times = ChunkTimes()
+        start = clock()
         try:
-            batch = search.finish_search(
-                pipe, search.prepare_search(pipe, docs, settings), settings
-            )
+            prepared = search.prepare_search(pipe, docs, settings)
+            times.prepare = clock() - start
+            batch = search.finish_search(pipe, prepared, settings)
+            times.search = clock() - start - times.prepare
+            out = Searched(key, docs, batch)
         except Exception as err:
-            yield Searched(key, docs, None, err)
-        else:
-            yield Searched(key, docs, batch)
+            out = Searched(key, docs, None, err)
+        start = clock()
+        yield out
+        times.read = clock() - start
+        if trace is not None:
+            trace.chunks.append(times)
 
 
 def _overlapped(
     pipe: Any, chunks: Iterable[tuple[K, Sequence[Doc]]], settings: BeamSettings
 ) -> Iterator[Searched[K]]:
+    trace = _trace(True)
+    clock = time.thread_time
     in_flight: tuple[K, list[Doc], _Flight | None, BaseException | None] | None = None
+    in_flight_times = ChunkTimes()
     try:
         for key, docs in chunks:
             docs = list(docs)
+            times = ChunkTimes()
             prepared: PreparedSearch | None = None
             failed: BaseException | None = None
+            start = clock()
             try:
-                prepared = search.prepare_search(
-                    pipe, docs, settings
-                )  # overlaps in_flight's search
+                # tok2vec here while in_flight's search runs on the worker
+                prepared = search.prepare_search(pipe, docs, settings)
             except Exception as err:
                 failed = err
+            times.prepare = clock() - start
             done = None
             if in_flight is not None:
-                done = _land(in_flight)
+                done = _land(in_flight, in_flight_times)
             flight = None
             if prepared is not None:
                 flight = _Flight(_finisher(pipe, prepared, settings))
-            in_flight = (key, docs, flight, failed)
+            in_flight, in_flight_times, done_times = (
+                (key, docs, flight, failed),
+                times,
+                in_flight_times,
+            )
             if done is not None:
+                start = clock()
                 yield done  # the caller reads it while the next chunk is searched
+                done_times.read = clock() - start
+                if trace is not None:
+                    trace.chunks.append(done_times)
         if in_flight is not None:
             last, in_flight = in_flight, None
-            yield _land(last)
+            done = _land(last, in_flight_times)
+            start = clock()
+            yield done
+            in_flight_times.read = clock() - start
+            if trace is not None:
+                trace.chunks.append(in_flight_times)
     finally:
         if in_flight is not None and in_flight[2] is not None:
             in_flight[2].join()  # closed early or failed: leave no thread behind
@@ -229,12 +362,13 @@ def _finisher(
 
 
 def _land(
-    in_flight: tuple[K, list[Doc], _Flight | None, BaseException | None],
+    in_flight: tuple[K, list[Doc], _Flight | None, BaseException | None], times: ChunkTimes
 ) -> Searched[K]:
     key, docs, flight, failed = in_flight
     if flight is None:
         return Searched(key, docs, None, failed)
     batch, error = flight.join()
+    times.search = flight.cpu
     return Searched(key, docs, batch, error)
 
 
@@ -268,7 +402,7 @@ def search_chunked(
     keys: list[tuple[int, int]] = []
     parts: list[list[Doc]] = []
     first = offset = 0
-    for size in chunk_sizes(len(docs), chunk_docs):
+    for size in chunk_plan([len(doc) for doc in docs], chunk_docs):
         part = docs[first : first + size]
         keys.append((first, offset))
         parts.append(part)
