@@ -168,7 +168,7 @@ class MergeReport:
     n_preset: int = 0
     n_unreachable: int = 0
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 

@@ -115,6 +115,7 @@ from beamner.io.atomic import check_output, swap_directory
 from beamner.pipeline import BeamnerEntityRecognizer, accelerate
 from beamner.teach.answers import (
     Answer,
+    MergeReport,
     build_examples,
     merge_answers,
     parse_answer,
@@ -142,25 +143,14 @@ DEFAULT_LEARN_RATE = 2e-4
 
 
 @dataclass
-class UpdateResult:
-    """What one :meth:`TeachSession.update` did."""
+class UpdateResult(MergeReport):
+    """What one :meth:`TeachSession.update` did: the merge report of its
+    answers (:class:`~beamner.teach.answers.MergeReport`) and the training."""
 
     loss: float = 0.0
-    n_answers: int = 0
-    n_accept: int = 0
-    n_reject: int = 0
-    n_ignore: int = 0
-    n_overridden: int = 0
-    n_conflicts: int = 0
-    n_preset: int = 0
-    n_unreachable: int = 0
-    n_texts: int = 0
     n_batches: int = 0
     seconds: float = 0.0
     model_version: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 #: The beam teach uses unless told otherwise: BeamSettings' width and density,
@@ -388,17 +378,8 @@ class TeachSession:
                 items = list(answers)
             parsed = [a if isinstance(a, Answer) else parse_answer(a) for a in items]
             merged, report = merge_answers(parsed, self.pipe.labels)
-            result = UpdateResult(
-                n_answers=report.n_answers,
-                n_accept=report.n_accept,
-                n_reject=report.n_reject,
-                n_ignore=report.n_ignore,
-                n_overridden=report.n_overridden,
-                n_conflicts=report.n_conflicts,
-                n_texts=report.n_texts,
-            )
             examples = build_examples(self.nlp, merged, self.neg_key, report=report)
-            result.n_preset, result.n_unreachable = report.n_preset, report.n_unreachable
+            result = UpdateResult(**report.as_dict())
             if examples:
                 first = self._n_batches_trained
                 n_batches = -(-len(examples) // self.update_batch)

@@ -9,28 +9,6 @@ bodies are refused); :func:`serve` runs it with uvicorn. Needs the ``teach`` ext
 (``pip install beamner[teach]``: starlette, uvicorn).
 """
 
-from beamner.teach.server.app import (
-    MAX_BODY,
-    DatasetFile,
-    RequestError,
-    RequestGuard,
-    TeachServer,
-    allowed_hosts,
-    bind_socket,
-    make_app,
-    serve,
-    uvicorn_server,
-)
-
-__all__ = [
-    "MAX_BODY",
-    "DatasetFile",
-    "RequestError",
-    "RequestGuard",
-    "TeachServer",
-    "allowed_hosts",
-    "bind_socket",
-    "make_app",
-    "serve",
-    "uvicorn_server",
-]
+# The package's API is the app module's __all__, listed there once.
+from beamner.teach.server.app import *  # noqa: F403
+from beamner.teach.server.app import __all__ as __all__
