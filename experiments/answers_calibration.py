@@ -12,7 +12,8 @@ Stage 2 (``simulate``, minutes): the candidates with p >= 0.05 (the task
 stream's threshold) are the stream. Per split (docs split by a salted hash
 of their text into an answer half and a measure half):
 
-* answers are simulated from gold on the answer half, in two orders:
+* answers are simulated from gold on the answer half (5 independent answer sets
+  per split, order and size: one set's ECE varies by +-0.03), in two orders:
   ``sampled`` (the stream's uncertainty sampling,
   :func:`beamner.teach.sampling.inclusion_probabilities`, Poisson sampling in
   stream order with each answer weighted by 1 / its inclusion probability)
@@ -50,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import math
 import pickle
@@ -65,12 +67,14 @@ from numpy.typing import NDArray
 from scipy.stats import binom
 
 from beamner.probabilities.answered import (
+    AnswerFit,
     LabelledCandidates,
     effective_sample_size,
     fit_from_answers,
     weighted_ece,
 )
 from beamner.probabilities.calibration import parse_probabilities
+from beamner.probabilities.calibrators import fit_isotonic
 from beamner.probabilities.guarantee import certify_threshold
 from beamner.teach.sampling import DEFAULT_FLOOR, inclusion_probabilities, rate_for
 
@@ -196,7 +200,12 @@ def split_halves(f: Flat, seed: int) -> NDArray[numpy.bool_]:
 
 
 def draw_answers(
-    f: Flat, answer_docs: NDArray[numpy.bool_], n: int, order: str, rng: numpy.random.Generator
+    f: Flat,
+    answer_docs: NDArray[numpy.bool_],
+    n: int,
+    order: str,
+    rng: numpy.random.Generator,
+    floor: float = DEFAULT_FLOOR,
 ) -> tuple[NDArray[numpy.int64], NDArray[numpy.float64]]:
     """Indices of answered candidates and their weights."""
     pool = numpy.flatnonzero(answer_docs[f.doc] & (f.p >= STREAM_THRESHOLD))
@@ -210,8 +219,8 @@ def draw_answers(
     rank = numpy.empty(len(f.hashes), dtype=numpy.int64)
     rank[rng.permutation(docs)] = numpy.arange(docs.size)
     pool = pool[numpy.argsort(rank[f.doc[pool]], kind="stable")]
-    rate = rate_for(f.p[pool], 1.1 * n, DEFAULT_FLOOR)
-    pi = inclusion_probabilities(f.p[pool], rate, DEFAULT_FLOOR)
+    rate = rate_for(f.p[pool], 1.1 * n, floor)
+    pi = inclusion_probabilities(f.p[pool], rate, floor)
     drawn = rng.random(pool.size) < pi
     idx, pi = pool[drawn][:n], pi[drawn][:n]
     return idx, 1.0 / pi
@@ -249,33 +258,44 @@ def stats(values: list[float]) -> dict[str, Any]:
     }
 
 
-def calibration_runs(f: Flat, splits: int, ns: list[int], cutoff_ns: list[int]) -> dict[str, Any]:
-    out: dict[str, Any] = {"uncalibrated": [], "runs": {}, "cutoff": {}, "census": [], "floor": []}
+def calibration_runs(
+    f: Flat, splits: int, ns: list[int], cutoff_ns: list[int], draws: int
+) -> dict[str, Any]:
+    """Per split, ``draws`` independent answer sets per order and size (the
+    ECE of one set of 300 answers varies by +-0.03 from draw to draw: the mean
+    over one draw per split moves by ~0.01 between runs)."""
+    out: dict[str, Any] = {
+        "uncalibrated": [],
+        "runs": {},
+        "cutoff": {},
+        "census": [],
+        "floor": [],
+        "ablation": {},
+    }
     for seed in range(splits):
         rng = numpy.random.default_rng(seed)
         half = split_halves(f, seed)
         out["uncalibrated"].append(measure_ece(f, ~half, None)[0])
-        for order in ("sampled", "random"):
-            for n in ns:
-                idx, w = draw_answers(f, half, n, order, rng)
-                cands = subset(f.cands, idx, w)
-                arms = {"weighted": cands}
-                if order == "sampled":
-                    arms["unweighted"] = subset(f.cands, idx, numpy.ones(idx.size))
-                for arm, c in arms.items():
-                    fit = fit_from_answers(c, normalize=NORMALIZE)
-                    ece, n10, ece_all = measure_ece(f, ~half, fit)
-                    rec = out["runs"].setdefault(f"{order}/{arm}/{n}", [])
-                    rec.append(
-                        {
-                            "ece_p10": ece,
-                            "n_p10": n10,
-                            "ece_all": ece_all,
-                            "n_answers": int(idx.size),
-                            "method": fit.method,
-                            "effective_n": effective_sample_size(w),
-                        }
-                    )
+        for order, n, _ in itertools.product(("sampled", "random"), ns, range(draws)):
+            idx, w = draw_answers(f, half, n, order, rng)
+            cands = subset(f.cands, idx, w)
+            arms = {"weighted": cands}
+            if order == "sampled":
+                arms["unweighted"] = subset(f.cands, idx, numpy.ones(idx.size))
+            for arm, c in arms.items():
+                fit = fit_from_answers(c, normalize=NORMALIZE)
+                ece, n10, ece_all = measure_ece(f, ~half, fit)
+                rec = out["runs"].setdefault(f"{order}/{arm}/{n}", [])
+                rec.append(
+                    {
+                        "ece_p10": ece,
+                        "n_p10": n10,
+                        "ece_all": ece_all,
+                        "n_answers": int(idx.size),
+                        "method": fit.method,
+                        "effective_n": effective_sample_size(w),
+                    }
+                )
         # References: every stream candidate of the answer half answered (the most
         # answers this split can give), and the ECE a perfectly calibrated map would
         # measure on the measure half (labels drawn from its own calibrated p).
@@ -301,6 +321,18 @@ def calibration_runs(f: Flat, splits: int, ns: list[int], cutoff_ns: list[int]) 
                 except ValueError:
                     continue  # no accepted (or no rejected) answer among so few
                 out["cutoff"].setdefault(f"{method}/{n}", []).append(measure_ece(f, ~half, fit)[0])
+        # Ablations at 300 answers drawn by uncertainty: the sampling floor, and
+        # plain isotonic regression (no minimum answers a level).
+        for floor, _ in itertools.product((0.2, 0.3, 0.5), range(draws)):
+            idx, w = draw_answers(f, half, 300, "sampled", rng, floor)
+            fit = fit_from_answers(subset(f.cands, idx, w), normalize=NORMALIZE)
+            out["ablation"].setdefault(f"floor {floor}", []).append(measure_ece(f, ~half, fit)[0])
+            if floor == DEFAULT_FLOOR:
+                plain = fit_isotonic(f.p[idx], f.y[idx], normalize=NORMALIZE, weights=w)
+                fit = AnswerFit("isotonic", 1.0, plain, "plain")
+                out["ablation"].setdefault("plain isotonic", []).append(
+                    measure_ece(f, ~half, fit)[0]
+                )
         print(f"  calibration split {seed}", file=sys.stderr)
     return out
 
@@ -422,6 +454,7 @@ def simulate_all(
             "sampling_floor": DEFAULT_FLOOR,
         },
         "splits": args.splits,
+        "draws_per_split": args.draws,
         "threshold_splits": args.threshold_splits,
         "python": platform.python_version(),
         "corpora": {},
@@ -430,7 +463,7 @@ def simulate_all(
         print(name, file=sys.stderr)
         f = flatten(s)
         pool = f.p >= STREAM_THRESHOLD
-        cal = calibration_runs(f, args.splits, args.answers, args.cutoff_answers)
+        cal = calibration_runs(f, args.splits, args.answers, args.cutoff_answers, args.draws)
         thr = threshold_runs(f, args.threshold_splits, args.threshold_answers, args.targets)
         report["corpora"][name] = {
             "n_docs": len(s.hashes),
@@ -452,6 +485,8 @@ def simulate_all(
                 for k, v in cal["runs"].items()
             },
             "cutoff": {k: stats(v) for k, v in cal["cutoff"].items()},
+            # 300 answers by uncertainty: sampling floor 0.2/0.3/0.5, plain isotonic
+            "ablation": {k: stats(v) for k, v in cal["ablation"].items()},
             "threshold": {
                 k: summarize_thresholds(v, float(k.rsplit("/", 1)[1])) for k, v in thr.items()
             },
@@ -473,7 +508,7 @@ def _fmt(st: dict[str, Any], digits: int = 3) -> str:
 
 def markdown(report: dict[str, Any]) -> str:
     lines = [
-        "| corpus | answers | order | ECE p>=0.1 (mean ± sd over splits) | uncalibrated |",
+        "| corpus | answers | order | ECE p>=0.1 (mean ± sd over splits x draws) | uncalibrated |",
         "|---|---|---|---|---|",
     ]
     for name, c in report["corpora"].items():
@@ -492,6 +527,10 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {name} | - | a perfectly calibrated map (noise floor) | "
             f"{_fmt(c['perfect_map_ece_p10'])} | - |"
         )
+    lines += ["", "| corpus | 300 answers by uncertainty | ECE p>=0.1 |", "|---|---|---|"]
+    for name, c in report["corpora"].items():
+        for key, v in c["ablation"].items():
+            lines.append(f"| {name} | {key} | {_fmt(v)} |")
     lines += [
         "",
         "| corpus | answers | isotonic ECE p>=0.1 | temperature ECE p>=0.1 |",
@@ -536,6 +575,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", choices=["score", "simulate", "all"], default="all")
     parser.add_argument("--splits", type=int, default=20)
     parser.add_argument("--threshold-splits", type=int, default=100)
+    parser.add_argument("--draws", type=int, default=5, help="answer sets per split and arm")
     parser.add_argument("--answers", type=int, nargs="+", default=[300, 1000])
     parser.add_argument(
         "--cutoff-answers", type=int, nargs="+", default=[25, 50, 80, 100, 200, 300]

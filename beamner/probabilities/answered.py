@@ -19,8 +19,8 @@ model's confident candidates sit, swung between 0.1 and 1.0 from split to
 split. So every level must hold at least :func:`min_block` answers
 (``max(40, n / 10)``: at most ~10 levels, the resolution a 10-bin ECE can
 see). Measured (experiments/answers_calibration.py, 300 answers drawn by
-uncertainty, 20 splits): held-out ECE (p >= 0.1) 0.064 -> 0.037 on WNUT-17
-and 0.077 -> 0.038 on BTC.
+uncertainty, 20 splits x 5 draws): held-out ECE (p >= 0.1) 0.061 -> 0.045
+on WNUT-17 and 0.074 -> 0.042 on BTC.
 
 The cutoff: below ``2 * MIN_BLOCK`` answers the map has a single level, a
 constant that ranks every entity alike (a threshold could then only take all
@@ -28,7 +28,7 @@ or nothing), so the temperature, which keeps the beam's ranking, is the
 fallback there. It is not the better-calibrated choice on a new domain: the
 temperature only sharpens or flattens the beam, and a greedy model that is
 overconfident on every candidate stays so (held-out ECE 0.17-0.20 at any
-number of answers, against 0.04-0.07 for the one-level map already at 25
+number of answers, against 0.06-0.08 for the one-level map already at 25-50
 answers; ``cutoff`` in the experiment's results).
 """
 
