@@ -23,7 +23,12 @@ from beamner.engine.search import run_search
 from beamner.engine.settings import BeamSettings, Decode, Normalize, SpansLayout
 from beamner.probabilities.beams import named_probabilities
 from beamner.probabilities.calibration import entity_probabilities
-from beamner.probabilities.decoding import marginal_entities
+from beamner.probabilities.calibrators import (
+    IsotonicCalibrator,
+    calibrate_bound_rows,
+    calibrator_of,
+)
+from beamner.probabilities.decoding import marginal_entities, most_probable_entities
 from beamner.probabilities.spans import singlelabel_group
 from beamner.training.beam_update import update_beam
 
@@ -230,14 +235,14 @@ class BeamnerEntityRecognizer(EntityRecognizer):  # type: ignore[misc]
             elif settings.decode == "precision":
                 probs = named_probabilities(batch, i, strings, settings)
                 threshold = settings.precision_threshold or 0.0
-                _set_ents(doc, _most_probable(probs, threshold), strings)
+                _set_ents(doc, most_probable_entities(probs, threshold), strings)
             if key and settings.spans_layout == "singlelabel":
                 doc.spans[key] = singlelabel_group(self, doc, batch, i, key, settings)
             elif key:
                 probs = named_probabilities(batch, i, strings, settings)
                 doc.spans[key] = _scored_spans(doc, key, probs, settings.span_threshold)
                 if settings.normalize == "local":
-                    _attach_bounds(doc.spans[key], batch, i)
+                    _attach_bounds(doc.spans[key], batch, i, calibrator_of(settings))
 
 
 class NativeBeams(Sequence[Any]):
@@ -336,32 +341,24 @@ def _set_ents(doc: Doc, entities: Sequence[tuple[int, int, int | str]], strings:
     doc.set_ents(spans, default="outside")
 
 
-def _most_probable(
-    probabilities: dict[tuple[int, int, str], float], threshold: float
-) -> list[tuple[int, int, str]]:
-    """Entities with probability >= ``threshold`` (``decode="precision"``); where
-    two overlap (possible below 0.5, or with per-label maps) the more probable
-    is kept (ties: the earlier, then the label's name)."""
-    ranked = sorted(
-        ((p, key) for key, p in probabilities.items() if key[2] and p >= threshold),
-        key=lambda item: (-item[0], item[1]),
-    )
-    taken: set[int] = set()
-    kept = []
-    for _, (start, end, label) in ranked:
-        if taken.isdisjoint(range(start, end)):
-            taken.update(range(start, end))
-            kept.append((start, end, label))
-    return sorted(kept)
-
-
-def _attach_bounds(group: SpanGroup, batch: BeamBatch, doc_index: int) -> None:
+def _attach_bounds(
+    group: SpanGroup,
+    batch: BeamBatch,
+    doc_index: int,
+    calibrator: IsotonicCalibrator | None = None,
+) -> None:
     """``normalize="local"``: ``attrs["bounds"]``, (n_spans, 2) float64, the
-    interval each span's marginal under the model lies in, and
+    interval each span's marginal under the model lies in (mapped by the
+    calibration the scores were, so a score lies inside its bounds), and
     ``attrs["coverage"]``, the model probability the beam held."""
     bounds = batch.entity_bounds(doc_index)
     rows = [bounds[(span.start, span.end, span.label)] for span in group]
-    group.attrs["bounds"] = numpy.asarray(rows, dtype=numpy.float64).reshape(len(rows), 2)
+    group.attrs["bounds"] = calibrate_bound_rows(
+        numpy.asarray(rows, dtype=numpy.float64).reshape(len(rows), 2),
+        [span.label_ for span in group],
+        group.attrs["scores"],
+        calibrator,
+    )
     group.attrs["coverage"] = batch.coverage(doc_index)
 
 

@@ -148,7 +148,7 @@ def _batch_counts(
 ) -> dict[float, int]:
     """For each threshold of the grid, how many entities the pipeline would put
     in ``doc.ents`` over the texts of ``path`` in precision mode at it."""
-    from beamner.pipeline import _most_probable  # the precision mode's own rule
+    from beamner.probabilities.decoding import most_probable_entities  # precision mode's rule
 
     counts = dict.fromkeys(THRESHOLD_GRID, 0)
     records = list(read_records(path, fmt))
@@ -158,5 +158,5 @@ def _batch_counts(
         docs = [d for d in nlp.pipe((r.make_doc(nlp) for r in chunk), disable=disabled) if len(d)]
         for beam in beam_docs(pipe, docs, settings) if docs else []:
             for t in THRESHOLD_GRID:
-                counts[t] += len(_most_probable(beam.entities, t))
+                counts[t] += len(most_probable_entities(beam.entities, t))
     return counts

@@ -14,7 +14,11 @@ from beamner.engine.pipelined import Chunk, search_chunked
 from beamner.engine.pipes import find_ner
 from beamner.engine.settings import BeamSettings, Normalize
 from beamner.probabilities.calibration import entity_probabilities, parse_probabilities
-from beamner.probabilities.calibrators import apply_calibration, calibrator_of
+from beamner.probabilities.calibrators import (
+    apply_calibration,
+    apply_calibration_with_bounds,
+    calibrator_of,
+)
 
 __all__ = [
     "BeamDoc",
@@ -124,13 +128,17 @@ def entity_scores(
 
     def read(chunk: Chunk) -> list[Any]:
         batch = chunk.batch
-        scores = [named_probabilities(batch, i, strings, settings) for i in range(len(chunk.docs))]
+        n = len(chunk.docs)
         if not bounds:
-            return scores
-        return [
-            BoundedEntityScores(probs, _bounds(batch, i, strings), batch.coverage(i))
-            for i, probs in enumerate(scores)
-        ]
+            return [named_probabilities(batch, i, strings, settings) for i in range(n)]
+        # The same monotone map on the score and both ends of its bounds.
+        cal = calibrator_of(settings)
+        out = []
+        for i in range(n):
+            raw = named_probabilities(batch, i, strings, settings, calibrate=False)
+            probs, ends = apply_calibration_with_bounds(raw, _bounds(batch, i, strings), cal)
+            out.append(BoundedEntityScores(probs, ends, batch.coverage(i)))
+        return out
 
     # Chunks of docs, each searched while the next one's network runs
     # (beamner.engine.pipelined): the same results as one batch.
@@ -189,11 +197,15 @@ def _beam_doc(
     scores = [p.score for p in parses]
     probs = parse_probabilities(scores, settings.temperature).tolist()
     ents = [[(s, e, strings[lab]) for s, e, lab in p.entities if lab != 0] for p in parses]
-    ent_probs = named_probabilities(batch, i, strings, settings, calibrate=calibrate)
-    beam = BeamDoc(doc, scores, probs, ents, ent_probs)
+    raw = named_probabilities(batch, i, strings, settings, calibrate=False)
+    cal = calibrator_of(settings) if calibrate else None
+    beam = BeamDoc(doc, scores, probs, ents, apply_calibration(raw, cal))
     if settings.normalize == "local":
         beam.coverage = batch.coverage(i)
-        beam.bounds = _bounds(batch, i, strings, labelled_only=True)
+        # the same map on the score and both ends of its bounds
+        beam.entities, beam.bounds = apply_calibration_with_bounds(
+            raw, _bounds(batch, i, strings, labelled_only=True), cal
+        )
     return beam
 
 

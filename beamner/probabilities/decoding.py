@@ -16,9 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TypeVar
 
-__all__ = ["DECODE_MODES", "marginal_entities"]
-
-DECODE_MODES = ("best", "marginal")
+__all__ = ["marginal_entities", "most_probable_entities"]
 
 Label = TypeVar("Label", int, str)
 
@@ -43,3 +41,22 @@ def marginal_entities(
         if all(end <= s or start >= e for s, e, _ in taken):
             taken.append((start, end, label))
     return sorted(taken, key=lambda ent: (ent[0], ent[1]))
+
+
+def most_probable_entities(
+    probabilities: dict[tuple[int, int, str], float], threshold: float
+) -> list[tuple[int, int, str]]:
+    """Entities with probability >= ``threshold`` (``decode="precision"``); where
+    two overlap (possible below 0.5, or with per-label maps) the more probable
+    is kept (ties: the earlier, then the label's name)."""
+    ranked = sorted(
+        ((p, key) for key, p in probabilities.items() if key[2] and p >= threshold),
+        key=lambda item: (-item[0], item[1]),
+    )
+    taken: set[int] = set()
+    kept = []
+    for _, (start, end, label) in ranked:
+        if taken.isdisjoint(range(start, end)):
+            taken.update(range(start, end))
+            kept.append((start, end, label))
+    return sorted(kept)

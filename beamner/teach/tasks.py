@@ -58,6 +58,7 @@ from beamner.io.records import (
     span_json,
 )
 from beamner.probabilities.beams import beam_docs
+from beamner.teach.sampling import DEFAULT_FLOOR, UncertaintySampler
 
 __all__ = [
     "BAD_LINES_KEPT",
@@ -73,7 +74,7 @@ __all__ = [
 ]
 
 #: Orders a :class:`TaskStream` can serve tasks in.
-ORDERS = ("uncertainty", "random")
+ORDERS = ("uncertainty", "random", "sample")
 
 #: Bad source lines a :class:`TaskStream` keeps (line, reason) for display; all are counted.
 BAD_LINES_KEPT = 10
@@ -255,6 +256,8 @@ class TaskStream:
         beam_density: float = BeamSettings.density,
         threshold: float = 0.05,
         seed: int = 0,
+        sampling_rate: float = 1.0,
+        sampling_floor: float = DEFAULT_FLOOR,
         fmt: str = "auto",
         normalize: str | None = None,
         score_lock: AbstractContextManager[Any] | None = None,
@@ -284,6 +287,12 @@ class TaskStream:
         self.threshold = threshold
         self.normalize = normalize
         self.rng = random.Random(seed)
+        #: order "sample": each candidate is offered with a recorded probability
+        #: (beamner.teach.sampling), served in reading order, never dropped
+        self.sampler = (
+            UncertaintySampler(sampling_rate, sampling_floor, seed) if order == "sample" else None
+        )
+        self._inclusion: dict[int, float] = {}  # task hash -> inclusion probability
         #: Bad source lines skipped, and the first BAD_LINES_KEPT of them: (line, reason).
         self.n_bad_lines = 0
         self.bad_lines: list[tuple[int, str]] = []
@@ -345,7 +354,10 @@ class TaskStream:
             self._pool.remove(pooled)
         self._skip.add(th)
         self.n_served += 1
-        return make_task(pooled.record, pooled.doc, cand, p, self._scored_version)
+        task = make_task(pooled.record, pooled.doc, cand, p, self._scored_version)
+        if th in self._inclusion:
+            UncertaintySampler.record(task, self._inclusion.pop(th))
+        return task
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         while (task := self.next()) is not None:
@@ -411,7 +423,10 @@ class TaskStream:
                 if rescore:
                     for cand, (_, th) in old[id(p)].items():
                         prob = beam.entities.get(cand, 0.0)
-                        if prob >= self.threshold and th not in self._skip:
+                        # a drawn candidate is served whatever its new p: dropping it
+                        # would make its inclusion probability wrong
+                        keep = prob >= self.threshold or th in self._inclusion
+                        if keep and th not in self._skip:
                             p.candidates[cand] = (float(prob), th)
                     continue
                 for (start, end, label), prob in beam.entities.items():
@@ -421,8 +436,15 @@ class TaskStream:
                         continue  # a preset entity (p = 1 by construction): not the NER's call
                     span = p.doc[start:end]
                     th = task_hash(p.input_hash, span.start_char, span.end_char, label)
-                    if th not in self._skip:
-                        p.candidates[(start, end, label)] = (float(prob), th)
+                    if th in self._skip:
+                        continue
+                    if self.sampler is not None:
+                        # one coin per candidate, when its text is read (not on re-scoring)
+                        pi = self.sampler.draw(float(prob))
+                        if pi is None:
+                            continue
+                        self._inclusion[th] = pi
+                    p.candidates[(start, end, label)] = (float(prob), th)
         self._scored_version = version
 
     def _entries(self) -> list[tuple[float, int, _PooledDoc, Candidate]]:
@@ -447,6 +469,10 @@ class TaskStream:
         entries = self._entries()
         if not entries:
             return None
+        if self.order == "sample":
+            # reading order: the answered candidates are every drawn one of the texts read
+            pooled = self._pool[0]
+            return pooled, next(iter(pooled.candidates))
         if self.order == "random":
             _, _, pooled, cand = entries[self.rng.randrange(len(entries))]
             return pooled, cand
