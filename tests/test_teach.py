@@ -601,3 +601,33 @@ def test_default_learn_rate(model_dir: Path) -> None:
         default = inspect.signature(command).parameters["learn_rate"].default
         assert default == DEFAULT_LEARN_RATE, command
     assert inspect.signature(teach_update).parameters["learn_rate"].default == DEFAULT_LEARN_RATE
+
+
+def test_session_estimates_precision_from_weighted_answers(
+    model_dir: Path, gold_texts: list[Any]
+) -> None:
+    """order="sample" records each task's inclusion probability; the session's
+    precision estimate (shown on the page) weights each answer by its inverse,
+    and an undone answer leaves it."""
+    from beamner.teach.sampling import answered_precision
+
+    texts = [t for t, _ in gold_texts[:80]]
+    gold = dict(gold_texts[:80])
+    session = TeachSession(load(model_dir), texts, LABELS, order="sample", buffer=10_000)
+    answered = []
+    for task in iter(session.next_task, None):
+        pi = task["meta"]["inclusion_probability"]
+        assert 0.0 < pi <= 1.0
+        answered.append(session.answer(task, gold_answer(task, gold)))
+        if len(answered) == 40:
+            break
+    assert len(answered) >= 10
+    threshold = 0.05
+    got = session.precision_estimate(threshold)
+    assert got == answered_precision(answered, threshold)
+    assert got["n_answers"] == sum(a["meta"]["score"] >= threshold for a in answered)
+    assert got["n_unweighted"] == 0
+    assert session.stats()["precision"]["threshold"] == 0.9  # no certified threshold: 0.9
+    last = answered[-1]
+    session.retract(last["_task_hash"])
+    assert session.precision_estimate(threshold) == answered_precision(answered[:-1], threshold)

@@ -150,7 +150,15 @@ def teach_cmd(
     save_every: Annotated[
         int, typer.Option("--save-every", min=1, help="Save the model every M answers.")
     ] = 100,
-    order: Annotated[str, typer.Option("--order", help="uncertainty or random.")] = "uncertainty",
+    order: Annotated[
+        str,
+        typer.Option(
+            "--order",
+            help="uncertainty (most uncertain first), sample (uncertainty sampling that records "
+            "each task's inclusion probability: unbiased precision estimates and calibration "
+            "from the answers) or random.",
+        ),
+    ] = "uncertainty",
     buffer: Annotated[int, typer.Option("--buffer", min=1, help="Look-ahead tasks.")] = 64,
     batch_size: Annotated[
         int,

@@ -120,6 +120,7 @@ from beamner.teach.answers import (
     merge_answers,
     parse_answer,
 )
+from beamner.teach.sampling import answered_precision
 from beamner.teach.tasks import Source, TaskStream
 
 __all__ = [
@@ -319,6 +320,9 @@ class TeachSession:
         self.n_updates = 0
         self.n_trained = 0
         self._recent: list[str] = []
+        # Every answer this session (pending or trained; a re-answer replaces),
+        # for the precision estimate the page shows.
+        self._answered: dict[int, dict[str, Any]] = {}
 
     # -- serving ----------------------------------------------------------------------------
 
@@ -341,6 +345,7 @@ class TeachSession:
         with self._stream_lock:
             self._pending.pop(th, None)
             self._pending[th] = answer
+            self._answered[th] = answer
             self.n_answers += 1
             self._recent = [*self._recent[-49:], decision]
         return answer
@@ -352,6 +357,7 @@ class TeachSession:
             answer = self._pending.pop(int(task_hash), None)
             if answer is None:
                 return None
+            self._answered.pop(int(task_hash), None)
             self.n_answers -= 1
             if self._recent:
                 self._recent.pop()
@@ -436,4 +442,24 @@ class TeachSession:
                 "n_served": self.stream.n_served,
                 "n_read": self.stream.n_read,
                 "n_buffered": self.stream.n_buffered,
+                "precision": self._precision_estimate(),
             }
+
+    def precision_estimate(
+        self, threshold: float | None = None, confidence: float = 0.9
+    ) -> dict[str, Any]:
+        """The precision of the entities shown with p >= ``threshold`` (default:
+        the pipeline's certified ``precision_threshold``, else 0.9), estimated
+        from this session's answers, each weighted by 1 / the probability its
+        task was drawn with (``order="sample"`` records it; other orders count
+        as a uniform sample, ``n_unweighted``), with its ``confidence``
+        interval (:func:`beamner.teach.sampling.answered_precision`)."""
+        with self._stream_lock:
+            return self._precision_estimate(threshold, confidence)
+
+    def _precision_estimate(
+        self, threshold: float | None = None, confidence: float = 0.9
+    ) -> dict[str, Any]:
+        if threshold is None:
+            threshold = self.settings.precision_threshold or 0.9
+        return answered_precision(list(self._answered.values()), threshold, confidence)

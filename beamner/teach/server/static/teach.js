@@ -86,6 +86,22 @@ function showStats(stats) {
   $("model").textContent = stats.model ? `model ${stats.model} · labels ${stats.labels.join(", ")}` : "";
   if (stats.last_error) say(stats.last_error, true);
   showBadLines(stats);
+  showPrecision(stats.precision);
+}
+
+// The estimated precision of the suggestions at p >= threshold, from the answers so far.
+function showPrecision(precision) {
+  if (!precision) return;
+  $("precision-threshold").textContent = String(precision.threshold);
+  const box = $("precision");
+  box.dataset.n = String(precision.n_answers);
+  if (precision.estimate === null) {
+    box.textContent = "–";
+    return;
+  }
+  const pct = (x) => `${Math.round(x * 100)}%`;
+  box.textContent = `${pct(precision.estimate)} [${pct(precision.lower)}, ${pct(precision.upper)}]`;
+  box.title = `${precision.n_answers} answers at or above the threshold`;
 }
 
 // Source lines the server could not read (skipped; the rest is offered): count and first reasons.
