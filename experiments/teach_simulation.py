@@ -680,8 +680,41 @@ def run_one(
             # fraction of the step; with its own moments it pulls back a full step.
             rehearse_sgd = nlp.create_optimizer()  # type: ignore[no-untyped-call]
             rehearse_sgd.learn_rate = session.optimizer.learn_rate
+
+    def record(n: int, n_accept: int) -> None:
+        res = measure(nlp, corpus, settings, home_ref)
+        res.pop("_home")
+        rec = {
+            "corpus": corpus.name,
+            "order": order,
+            "seed": seed,
+            "answers": n,
+            "config": config,
+            "learn_rate": args.learn_rate,
+            "guard": args.guard,
+            "accept_rate": n_accept / n if n else None,
+            "n_accept": n_accept,
+            "sentences_read": session.stats()["n_read"],
+            **res,
+            "compare": compare_saved(session, corpus, heldout, CORPORA[corpus.name]["label_map"])
+            if n in args.compare_at or n == targets[-1]
+            else None,
+            "cpu_seconds": cpu_seconds() - cpu0,
+            "wall_seconds": time.perf_counter() - wall0,
+        }
+        append(out, rec)
+        print(
+            f"{corpus.name} {order} seed {seed} {config} {n}: test F1 "
+            f"{rec['test']['f1']:.3f}, home agreement {rec['home']['f1']:.3f}, "
+            f"accept {rec['accept_rate'] or 0:.2f}, cpu {rec['cpu_seconds']:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+
     n = n_accept = 0
     pending = 0
+    if 0 in todo:  # the original as TeachSession serves and saves it (compare: decoding only)
+        record(0, 0)
     while n < targets[-1]:
         task = session.next_task()
         if task is None:
@@ -709,36 +742,7 @@ def run_one(
             if pending:
                 session.update()
                 pending = 0
-            res = measure(nlp, corpus, settings, home_ref)
-            res.pop("_home")
-            rec = {
-                "corpus": corpus.name,
-                "order": order,
-                "seed": seed,
-                "answers": n,
-                "config": config,
-                "learn_rate": args.learn_rate,
-                "guard": args.guard,
-                "accept_rate": n_accept / n,
-                "n_accept": n_accept,
-                "sentences_read": session.stats()["n_read"],
-                **res,
-                "compare": compare_saved(
-                    session, corpus, heldout, CORPORA[corpus.name]["label_map"]
-                )
-                if n in args.compare_at or n == targets[-1]
-                else None,
-                "cpu_seconds": cpu_seconds() - cpu0,
-                "wall_seconds": time.perf_counter() - wall0,
-            }
-            append(out, rec)
-            print(
-                f"{corpus.name} {order} seed {seed} {config} {n}: test F1 "
-                f"{rec['test']['f1']:.3f}, home agreement {rec['home']['f1']:.3f}, "
-                f"accept {rec['accept_rate']:.2f}, cpu {rec['cpu_seconds']:.0f} s",
-                file=sys.stderr,
-                flush=True,
-            )
+            record(n, n_accept)
     if n < targets[-1]:
         print(
             f"{corpus.name} {order} seed {seed}: stream exhausted after {n} answers",
@@ -843,8 +847,18 @@ def run(args: argparse.Namespace) -> None:
 # -- report ---------------------------------------------------------------------------------
 
 
+def _compare_cell(cmp: list[dict[str, Any]]) -> tuple[str, str]:
+    if not cmp:
+        return "-", "-"
+    mean = statistics.fmean(c["diff_f1"] for c in cmp)
+    worst = min(cmp, key=lambda c: c["diff_high"])
+    cell = f"{mean:+.3f} (worst [{worst['diff_low']:+.3f}, {worst['diff_high']:+.3f}])"
+    return cell, f"{sum(c['significantly_worse'] for c in cmp)}/{len(cmp)}"
+
+
 def report(records: list[dict[str, Any]], config: str | None = None) -> str:
-    """Markdown table: per corpus and order, mean ± std over seeds at each answer count."""
+    """Markdown table per config: per corpus and order, mean ± std over seeds at
+    each answer count, with the no-updates rows, then what the original offers."""
     lines = []
     configs = sorted({r["config"] for r in records if r["config"] != "original"})
     if config is not None:
@@ -853,23 +867,41 @@ def report(records: list[dict[str, Any]], config: str | None = None) -> str:
         lines.append(f"### config `{cfg}`\n")
         lines.append(
             "| corpus | order | answers | seeds | test F1 mean ± std [min, max] | Δ vs no updates "
-            "| home agreement mean [min] | accept rate | compare B-A F1 (worst CI high) | "
-            "significantly worse | CPU s / run |"
+            "| test P / R | home agreement mean [min] | accept rate | held-out stream: compare "
+            "B-A F1 | significantly worse | CPU s / run |"
         )
-        lines.append("|---|---|---:|---:|---|---:|---|---:|---|---:|---:|")
+        lines.append("|---|---|---:|---:|---|---:|---|---|---:|---|---:|---:|")
+        notes = []
         for corpus in CORPORA:
             base = [r for r in records if r["corpus"] == corpus and r["config"] == "original"]
             if not base:
                 continue
             b = base[-1]
-            dash = " - |" * 6
+            zero = [
+                r
+                for r in records
+                if r["corpus"] == corpus and r["config"] == cfg and r["answers"] == 0
+            ]
+            cmp_cell, worse = _compare_cell([r["compare"] for r in zero if r.get("compare")])
+            t = b["test"]
             lines.append(
-                f"| {corpus} | no updates (beam 16, local) | 0 | - | {b['test']['f1']:.3f} |{dash}"
+                f"| {corpus} | no updates (beam 16, local) | 0 | - | {t['f1']:.3f} | - | "
+                f"{t['precision']:.3f} / {t['recall']:.3f} | 1.000 | - | {cmp_cell} | {worse} | - |"
             )
             if "test_greedy" in b:
+                g = b["test_greedy"]
                 lines.append(
                     f"| {corpus} | no updates (greedy, as spacy.load serves it) | 0 | - | "
-                    f"{b['test_greedy']['f1']:.3f} | - | - | - | - | - | - |"
+                    f"{g['f1']:.3f} | - | {g['precision']:.3f} / {g['recall']:.3f} | - | - | - "
+                    "| - | - |"
+                )
+            if "test_reachable" in b:
+                reach = b["test_reachable"]
+                notes.append(
+                    f"- {corpus}: of {reach['n_gold']} test gold entities the original's best "
+                    f"parse has {reach['in_best_parse']}, its candidates with p >= "
+                    f"{reach['threshold']} {reach['in_candidates']} (labels mapped); "
+                    f"{reach['at_mentions']} are a lone '@' or the username after one."
                 )
             for order in ORDERS:
                 rows = [
@@ -883,25 +915,22 @@ def report(records: list[dict[str, Any]], config: str | None = None) -> str:
                 for n in sorted({r["answers"] for r in rows}):
                     at = {r["seed"]: r for r in rows if r["answers"] == n}  # last record per seed
                     f1 = summarize([r["test"]["f1"] for r in at.values()])
+                    prec = statistics.fmean(r["test"]["precision"] for r in at.values())
+                    rec = statistics.fmean(r["test"]["recall"] for r in at.values())
                     home = summarize([r["home"]["f1"] for r in at.values()])
                     acc = statistics.fmean(r["accept_rate"] for r in at.values())
-                    cmp = [r["compare"] for r in at.values() if r.get("compare")]
-                    cmp_cell = (
-                        f"{statistics.fmean(c['diff_f1'] for c in cmp):+.3f} "
-                        f"({max(c['diff_high'] for c in cmp):+.3f})"
-                        if cmp
-                        else "-"
-                    )
-                    worse = (
-                        f"{sum(c['significantly_worse'] for c in cmp)}/{len(cmp)}" if cmp else "-"
+                    cmp_cell, worse = _compare_cell(
+                        [r["compare"] for r in at.values() if r.get("compare")]
                     )
                     cpu = statistics.fmean(r["cpu_seconds"] for r in at.values())
                     lines.append(
                         f"| {corpus} | {order} | {n} | {len(at)} | {f1[0]:.3f} ± {f1[1]:.3f} "
                         f"[{f1[2]:.3f}, {f1[3]:.3f}] | {f1[0] - b['test']['f1']:+.3f} | "
-                        f"{home[0]:.3f} [{home[2]:.3f}] | {100 * acc:.0f}% | {cmp_cell} | "
-                        f"{worse} | {cpu:.0f} |"
+                        f"{prec:.3f} / {rec:.3f} | {home[0]:.3f} [{home[2]:.3f}] | "
+                        f"{100 * acc:.0f}% | {cmp_cell} | {worse} | {cpu:.0f} |"
                     )
+        lines.append("")
+        lines.extend(notes)
         lines.append("")
     return "\n".join(lines)
 
