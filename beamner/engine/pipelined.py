@@ -399,6 +399,8 @@ def search_chunked(
     next chunk is searched. The first exception (of the network, the search
     or ``read``) is raised once the search in flight has finished."""
     docs = list(docs)
+    if docs:  # every label first, as one batch over the docs would (a new one resizes the model)
+        pipe._ensure_labels_are_added(docs)
     keys: list[tuple[int, int]] = []
     parts: list[list[Doc]] = []
     first = offset = 0

@@ -10,7 +10,14 @@ import numpy
 from spacy.tokens import Doc
 
 from beamner._core import BeamBatch
-from beamner.engine.model import PrecomputedLayers, StepScorer, lower_layers, token_vectors
+from beamner.engine.model import (
+    PrecomputedLayers,
+    StepScorer,
+    UpperLayer,
+    lower_layers,
+    token_vectors,
+    upper_layer,
+)
 from beamner.engine.settings import BeamSettings, Normalize
 from beamner.engine.spacy_inputs import doc_batch, transition_system
 
@@ -59,16 +66,21 @@ def run_search(pipe: Any, docs: Sequence[Doc], settings: BeamSettings) -> BeamBa
 @dataclass
 class PreparedSearch:
     """A batch ready to search: its docs, the unstarted native batch and, when
-    fused, the tok2vec output the lower layer will run on."""
+    fused, the tok2vec output and the upper layer read with it (or, for a
+    model without an upper layer, every layer already precomputed)."""
 
     docs: list[Doc]
     batch: BeamBatch
     tokvecs: Any = None
+    upper: UpperLayer | None = None
+    layers: PrecomputedLayers | None = None
 
 
 def prepare_search(pipe: Any, docs: Sequence[Doc], settings: BeamSettings) -> PreparedSearch:
     """The half of a search that holds the GIL: labels, the native batch and
-    (fused) the NER's tok2vec, which is mostly thinc's Python."""
+    (fused) the NER's tok2vec, which is mostly thinc's Python. Everything a
+    later ``_ensure_labels_are_added`` could change is read here, so the
+    other half may run on another thread while the next batch is prepared."""
     docs = list(docs)
     pipe._ensure_labels_are_added(docs)
     batch = BeamBatch(
@@ -78,8 +90,13 @@ def prepare_search(pipe: Any, docs: Sequence[Doc], settings: BeamSettings) -> Pr
         settings.density,
         normalize=settings.normalize,
     )
-    tokvecs = token_vectors(pipe, docs) if settings.fused and not batch.is_done else None
-    return PreparedSearch(docs, batch, tokvecs)
+    prepared = PreparedSearch(docs, batch)
+    if settings.fused and not batch.is_done:
+        prepared.tokvecs = token_vectors(pipe, docs)
+        prepared.upper = upper_layer(pipe)
+        if prepared.upper is None:  # a new label would resize the lower layer
+            prepared.layers = lower_layers(pipe, prepared.tokvecs)
+    return prepared
 
 
 def finish_search(pipe: Any, prepared: PreparedSearch, settings: BeamSettings) -> BeamBatch:
@@ -90,7 +107,8 @@ def finish_search(pipe: Any, prepared: PreparedSearch, settings: BeamSettings) -
     if prepared.tokvecs is None:
         run_batch(pipe, prepared.docs, batch, fused=settings.fused)
     else:
-        _run_layers(batch, lower_layers(pipe, prepared.tokvecs))
+        layers = prepared.layers or lower_layers(pipe, prepared.tokvecs, prepared.upper)
+        _run_layers(batch, layers)
     return batch
 
 
