@@ -126,13 +126,17 @@ def install() -> None:
     _counted(cls, "predict", _predict_kind)
     _counted(cls, "beam_parse", "beam_parse calls")
     _counted(cls, "update_beam", "update_beam calls")
+    # Every search of the component starts in engine.search.prepare_search
+    # (run_search and the pipelined nlp.pipe both call it through the module).
     _counted(
-        pipeline,
-        "beam_search",
-        lambda *a, fused=True, **k: f"native searches ({'fused' if fused else 'step-scored'})",
+        search,
+        "prepare_search",
+        lambda pipe, docs, settings: (
+            f"native searches ({'fused' if settings.fused else 'step-scored'})"
+        ),
     )
     _counted(search, "BeamBatch", "native BeamBatch built")
-    _counted(search, "precompute", "fused lower layer precomputed")
+    _counted(search, "lower_layers", "fused lower layer precomputed")
     _counted(search, "StepScorer", "step scorers built")
     _counted(beam_update, "BeamUpdate", "native BeamUpdate built")
     _counted(pipeline, "build_beam", "thinc Beams built from native results")
