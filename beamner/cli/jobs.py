@@ -27,6 +27,7 @@ from beamner.cli.options import (
     user_errors,
 )
 from beamner.cluster.engine import DEFAULT_CONNECT_TIMEOUT
+from beamner.io.records import plural
 
 ClusterTimeout = Annotated[
     float,
@@ -110,7 +111,7 @@ def annotate_cmd(
             progress=progress,
             normalize=normalize,
         )
-    parts = [f"{summary.written} docs written"]
+    parts = [f"{plural(summary.written, 'doc')} written"]
     if summary.skipped_resume:
         parts.append(f"{summary.skipped_resume} already in output (resumed)")
     parts += _report_invalid(summary, input)
@@ -175,5 +176,6 @@ def rank_cmd(
             normalize=normalize,
         )
     typer.echo(
-        "; ".join([f"{summary.written} tasks written", *_report_invalid(summary, input)]), err=True
+        "; ".join([f"{plural(summary.written, 'task')} written", *_report_invalid(summary, input)]),
+        err=True,
     )

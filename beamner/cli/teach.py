@@ -74,8 +74,8 @@ def teach_update_cmd(
     and after each epoch. Re-running with the same OUT resumes an interrupted run. The saved
     pipeline serves the beam it was measured with (--beam-width, --beam-density, --normalize).
     """
+    from beamner.io.records import plural
     from beamner.teach.batch import teach_update
-    from beamner.teach.outputs import plural
 
     with user_errors():
         result = teach_update(
@@ -187,7 +187,8 @@ def teach_cmd(
     with user_errors():
         from beamner.engine.pipes import load_model
         from beamner.io.atomic import OutputError, same_file
-        from beamner.teach.outputs import check_pipeline_output, input_paths, plural
+        from beamner.io.records import plural
+        from beamner.teach.outputs import check_pipeline_output, input_paths
         from beamner.teach.server import TeachServer, bind_socket, serve
         from beamner.teach.session import TeachSession
 

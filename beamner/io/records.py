@@ -9,6 +9,10 @@ Input formats (``fmt="auto"`` picks by extension):
 * ``spacy`` (``.spacy``): a DocBin; its tokenization is kept, its
   annotations are not (gold entities would otherwise be preset entities).
 
+Standard input (``-``) has no extension: with ``fmt="auto"`` its first line
+decides, JSONL when it starts with ``{``, text otherwise (a text whose first
+line starts with ``{`` needs ``-f text``).
+
 Spans in the output follow Prodigy's convention: ``start``/``end`` are
 character offsets (end exclusive), ``token_start``/``token_end`` token
 indices with ``token_end`` *inclusive*.
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import itertools
 import json
 import os
 import sys
@@ -49,6 +54,7 @@ __all__ = [
     "json_object",
     "jsonl_output",
     "parse_line",
+    "plural",
     "progress_bar",
     "read_json_objects",
     "read_records",
@@ -93,6 +99,12 @@ class Record:
         if self.words is None:
             return self.text
         return Doc(nlp.vocab, words=self.words, spaces=self.spaces)
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``"1 answer"``, ``"2 answers"`` (``many``: an irregular plural): the
+    counts in every command's messages."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"
 
 
 def format_of(path: str | os.PathLike[str], fmt: str = "auto") -> str:
@@ -150,6 +162,7 @@ def read_records(
     ``"text"``, a string no UTF-8 output can hold) raises :class:`InputError`
     naming ``path:line``, or with ``skip_invalid`` is skipped: its line number
     appended to ``invalid`` and ``on_invalid(line, reason)`` called."""
+    requested = fmt
     fmt = format_of(path, fmt)
     if fmt == "spacy":
         if str(path) == "-":
@@ -160,7 +173,9 @@ def read_records(
         return _docbin_records(docbin)
     if str(path) != "-":
         _open_binary(path).close()  # fails now, naming the input; read when the records are
-    return _line_records(path, fmt, skip_invalid, invalid, on_invalid)
+    # stdin has no extension to go by: its first line decides (module docstring).
+    sniff = str(path) == "-" and requested == "auto"
+    return _line_records(path, fmt, skip_invalid, invalid, on_invalid, sniff=sniff)
 
 
 def _docbin_records(docbin: DocBin) -> Iterator[Record]:
@@ -169,21 +184,35 @@ def _docbin_records(docbin: DocBin) -> Iterator[Record]:
         yield Record(i, doc.text, words=words, spaces=[bool(t.whitespace_) for t in doc])
 
 
+SNIFFED_JSONL_HINT = (
+    " (standard input is read as JSONL because its first line starts with '{'; "
+    "pass -f text for plain text)"
+)
+
+
 def _line_records(
     path: str | os.PathLike[str],
     fmt: str,
     skip: bool,
     invalid: list[int] | None,
     on_invalid: OnInvalid | None,
+    *,
+    sniff: bool = False,
 ) -> Iterator[Record]:
     f = _open_binary(path)
     try:
-        for lineno, raw in enumerate(f, start=1):
+        lines: Iterator[bytes] = iter(f)
+        if sniff:
+            first = next(lines, b"")
+            fmt = "jsonl" if first.lstrip().startswith(b"{") else "text"
+            lines = itertools.chain([first] if first else [], lines)
+        for lineno, raw in enumerate(lines, start=1):
             try:
                 yield parse_line(raw, fmt, lineno)
             except InputError as err:
                 if not skip:
-                    raise InputError(f"{path}:{err}") from None
+                    hint = SNIFFED_JSONL_HINT if sniff and fmt == "jsonl" else ""
+                    raise InputError(f"{path}:{err}{hint}") from None
                 if invalid is not None:
                     invalid.append(lineno)
                 if on_invalid is not None:

@@ -65,6 +65,7 @@ from spacy.language import Language
 from beamner.engine.pipes import find_ner, load_model
 from beamner.engine.settings import CLI_NORMALIZE, BeamSettings
 from beamner.io.atomic import is_marked, swap_directory
+from beamner.io.records import plural
 from beamner.pipeline import BeamnerEntityRecognizer
 from beamner.probabilities.beams import beam_docs
 from beamner.teach.answers import (
@@ -75,7 +76,7 @@ from beamner.teach.answers import (
     predicted_docs,
     read_answers,
 )
-from beamner.teach.outputs import check_pipeline_output, input_paths, plural
+from beamner.teach.outputs import check_pipeline_output, input_paths
 from beamner.teach.session import (
     DEFAULT_LEARN_RATE,
     DEFAULT_NEG_KEY,

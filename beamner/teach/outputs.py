@@ -11,7 +11,7 @@ from typing import Any
 
 from beamner.io.atomic import OutputError, check_output, is_marked
 
-__all__ = ["check_pipeline_output", "input_paths", "plural"]
+__all__ = ["check_pipeline_output", "input_paths"]
 
 
 def input_paths(*inputs: Any) -> list[Path]:
@@ -56,8 +56,3 @@ def check_pipeline_output(
                 f"name); move it away or choose another output than {path}"
             )
     return path
-
-
-def plural(n: int, word: str, many: str | None = None) -> str:
-    """``"1 answer"``, ``"2 answers"`` (``many``: an irregular plural)."""
-    return f"{n} {word if n == 1 else (many or word + 's')}"
