@@ -128,3 +128,16 @@ def test_silver_answers_accept_the_parse_and_reject_the_rest(sim: Any) -> None:
     assert answers[0]["spans"][0]["start"] == 0 and answers[0]["spans"][0]["end"] == 13
     assert sim.silver_answers(doc, set(), set()) == []
     assert [a["answer"] for a in sim.silver_answers(doc, set(), others)] == ["reject"]
+
+
+def test_is_at_mention(sim: Any) -> None:
+    import spacy
+
+    doc = spacy.blank("en").make_doc("RT @ Theory_Versa saw Paris")
+    assert [sim.is_at_mention(doc, i) for i in range(len(doc))] == [
+        False,
+        True,
+        True,
+        False,
+        False,
+    ]
