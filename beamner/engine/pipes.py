@@ -8,7 +8,14 @@ from typing import Any
 
 from spacy.language import Language
 
-__all__ = ["find_ner", "load_model", "ner_name", "upstream_disabled"]
+__all__ = [
+    "damaged_file",
+    "find_ner",
+    "load_model",
+    "mark_derived",
+    "ner_name",
+    "upstream_disabled",
+]
 
 
 def find_ner(nlp_or_pipe: Any) -> Any:
@@ -83,3 +90,22 @@ def upstream_disabled(nlp: Language) -> list[str]:
     """Components to disable to run everything before the NER."""
     names = list(nlp.pipe_names)
     return names[names.index(ner_name(nlp)) :]
+
+
+#: The meta name suffix of a pipeline a command changed, by command.
+DERIVED_TAGS = {
+    "calibrate": "calibrated",
+    "threshold": "certified",
+    "teach": "taught",
+    "teach-update": "taught",
+}
+
+
+def mark_derived(nlp: Language, command: str) -> None:
+    """A pipeline beamner fitted or trained is another pipeline than the one it
+    came from: its meta name gets ``_<tag>`` (once; :data:`DERIVED_TAGS`), so
+    ``spacy package`` does not build a package that shadows the original."""
+    suffix = "_" + DERIVED_TAGS[command]
+    name = str(nlp.meta.get("name") or "pipeline")
+    if not name.endswith(suffix):
+        nlp.meta["name"] = name + suffix

@@ -11,7 +11,7 @@ from typing import Any
 
 from spacy.language import Language
 
-from beamner.engine.pipes import find_ner, load_model
+from beamner.engine.pipes import DERIVED_TAGS, find_ner, load_model, mark_derived
 from beamner.engine.settings import DEFAULT_SPANS_KEY, BeamSettings, Normalize
 from beamner.evaluation.evaluate import collect, parse_normalizations
 from beamner.io.atomic import check_output, swap_directory
@@ -36,7 +36,10 @@ def save_pipeline(
 ) -> Path:
     """Save ``nlp`` to the folder ``output`` through :func:`~beamner.io.atomic.swap_directory`
     (built beside, swapped in, marked as beamner's). Call
-    :func:`~beamner.io.atomic.check_output` before the work that leads here."""
+    :func:`~beamner.io.atomic.check_output` before the work that leads here.
+    ``info["command"]`` names the pipeline as derived (:func:`mark_derived`)."""
+    if info and info.get("command") in DERIVED_TAGS:
+        mark_derived(nlp, str(info["command"]))
     return swap_directory(output, lambda tmp: nlp.to_disk(tmp), info=info)
 
 

@@ -62,7 +62,7 @@ from typing import Any
 import spacy
 from spacy.language import Language
 
-from beamner.engine.pipes import find_ner, load_model
+from beamner.engine.pipes import find_ner, load_model, mark_derived
 from beamner.engine.settings import CLI_NORMALIZE, BeamSettings
 from beamner.io.atomic import is_marked, swap_directory
 from beamner.io.records import plural
@@ -164,6 +164,7 @@ _MARKER_INFO = {"written_by": "beamner teach-update"}
 
 def _checkpoint(nlp: Language, output: Path, progress: dict[str, Any]) -> None:
     def build(folder: Path) -> None:
+        mark_derived(nlp, "teach-update")
         nlp.to_disk(folder)
         (folder / PROGRESS_FILE).write_text(json.dumps(progress, indent=1) + "\n")
 

@@ -109,7 +109,7 @@ from typing import Any
 from spacy.language import Language
 from thinc.api import fix_random_seed, set_dropout_rate
 
-from beamner.engine.pipes import find_ner
+from beamner.engine.pipes import find_ner, mark_derived
 from beamner.engine.settings import CLI_NORMALIZE, BeamSettings
 from beamner.io.atomic import check_output, swap_directory
 from beamner.pipeline import BeamnerEntityRecognizer, accelerate
@@ -424,6 +424,7 @@ class TeachSession:
         ``nlp.to_disk`` does: no output policy (a build step of
         :func:`~beamner.io.atomic.swap_directory`; use :meth:`save` otherwise)."""
         with self._model_lock:
+            mark_derived(self.nlp, "teach")
             self.nlp.to_disk(Path(folder))
 
     def stats(self) -> dict[str, Any]:
