@@ -200,7 +200,9 @@ def apply_calibration_with_bounds(
     for key, p in out_p.items():
         if key in out_b:
             lo, hi = out_b[key]
-            out_b[key] = (min(lo, p), max(hi, p))
+            # A posterior summed in floats can exceed 1 by an ulp: bounds stay in [0, 1].
+            held = min(max(p, 0.0), 1.0)
+            out_b[key] = (min(lo, held), max(hi, held))
     return out_p, out_b
 
 
@@ -220,7 +222,8 @@ def calibrate_bound_rows(
         raise ValueError(f"{b.shape[0]} bounds, {s.shape[0]} scores and {len(labels)} labels")
     if calibrator is not None and b.shape[0]:
         b = numpy.stack([calibrator(b[:, 0], labels), calibrator(b[:, 1], labels)], axis=1)
-    return numpy.stack([numpy.minimum(b[:, 0], s), numpy.maximum(b[:, 1], s)], axis=1)
+    held = numpy.clip(s, 0.0, 1.0)  # a float-summed posterior may pass 1 by an ulp
+    return numpy.stack([numpy.minimum(b[:, 0], held), numpy.maximum(b[:, 1], held)], axis=1)
 
 
 def _pava_min_block(
