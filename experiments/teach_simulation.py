@@ -894,9 +894,9 @@ def report(records: list[dict[str, Any]], config: str | None = None) -> str:
         lines.append(
             "| corpus | order | answers | seeds | test F1 mean ± std [min, max] | Δ vs no updates "
             "| test P / R | home agreement mean [min] | accept rate | held-out stream: compare "
-            "B-A F1 | significantly worse / better | CPU s / run |"
+            "B-A F1 | significantly worse / better | test F1 without @-mentions | CPU s / run |"
         )
-        lines.append("|---|---|---:|---:|---|---:|---|---|---:|---|---:|---:|")
+        lines.append("|---|---|---:|---:|---|---:|---|---|---:|---|---:|---|---:|")
         notes = []
         for corpus in CORPORA:
             base = [r for r in records if r["corpus"] == corpus and r["config"] == "original"]
@@ -910,16 +910,18 @@ def report(records: list[dict[str, Any]], config: str | None = None) -> str:
             ]
             cmp_cell, worse = _compare_cell([r["compare"] for r in zero if r.get("compare")])
             t = b["test"]
+            no_at = f"{b['test_no_at']['f1']:.3f}" if "test_no_at" in b else "-"
             lines.append(
                 f"| {corpus} | no updates (beam 16, local) | 0 | - | {t['f1']:.3f} | - | "
-                f"{t['precision']:.3f} / {t['recall']:.3f} | 1.000 | - | {cmp_cell} | {worse} | - |"
+                f"{t['precision']:.3f} / {t['recall']:.3f} | 1.000 | - | {cmp_cell} | {worse} | "
+                f"{no_at} | - |"
             )
             if "test_greedy" in b:
                 g = b["test_greedy"]
                 lines.append(
                     f"| {corpus} | no updates (greedy, as spacy.load serves it) | 0 | - | "
                     f"{g['f1']:.3f} | - | {g['precision']:.3f} / {g['recall']:.3f} | - | - | - "
-                    "| - | - |"
+                    "| - | - | - |"
                 )
             if "test_reachable" in b:
                 reach = b["test_reachable"]
@@ -949,11 +951,16 @@ def report(records: list[dict[str, Any]], config: str | None = None) -> str:
                         [r["compare"] for r in at.values() if r.get("compare")]
                     )
                     cpu = statistics.fmean(r["cpu_seconds"] for r in at.values())
+                    if all("test_no_at" in r for r in at.values()):
+                        v = summarize([r["test_no_at"]["f1"] for r in at.values()])
+                        no_at = f"{v[0]:.3f} ± {v[1]:.3f}"
+                    else:
+                        no_at = "-"
                     lines.append(
                         f"| {corpus} | {order} | {n} | {len(at)} | {f1[0]:.3f} ± {f1[1]:.3f} "
                         f"[{f1[2]:.3f}, {f1[3]:.3f}] | {f1[0] - b['test']['f1']:+.3f} | "
                         f"{prec:.3f} / {rec:.3f} | {home[0]:.3f} [{home[2]:.3f}] | "
-                        f"{100 * acc:.0f}% | {cmp_cell} | {worse} | {cpu:.0f} |"
+                        f"{100 * acc:.0f}% | {cmp_cell} | {worse} | {no_at} | {cpu:.0f} |"
                     )
         lines.append("")
         lines.extend(notes)
