@@ -16,7 +16,6 @@ and counted. ``ignore`` answers are skipped.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from spacy.tokens import Doc
 
 from beamner.engine.pipes import find_ner, upstream_disabled
 from beamner.engine.settings import BeamSettings
-from beamner.io.records import InputError
+from beamner.io.records import InputError, read_json_objects
 from beamner.probabilities.answered import LabelledCandidates
 from beamner.probabilities.beams import beam_docs
 from beamner.teach.answers import Answer, AnswerSpan, doc_span, parse_answer
@@ -44,26 +43,13 @@ def read_weighted_answers(path: str | os.PathLike[str]) -> Iterator[tuple[Answer
     :class:`~beamner.io.records.InputError` as ``path:line: what is wrong``
     (as :func:`~beamner.teach.answers.read_answers`), a bad
     ``meta.inclusion_probability`` too."""
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise InputError(f"{path}:{lineno}: not UTF-8 ({err.reason})") from None
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InputError(
-                    f"{path}:{lineno}: not JSON ({err.msg}, column {err.colno})"
-                ) from None
-            try:
-                answer = parse_answer(obj, lineno, str(path))
-                weight = answer_weight(obj.get("meta"))
-            except (InputError, ValueError) as err:
-                raise InputError(f"{path}:{lineno}: {err}") from None
-            yield answer, weight
+    for lineno, obj in read_json_objects(path):
+        try:
+            answer = parse_answer(obj, lineno, str(path))
+            weight = answer_weight(obj.get("meta"))
+        except (InputError, ValueError) as err:
+            raise InputError(f"{path}:{lineno}: {err}") from None
+        yield answer, weight
 
 
 @dataclass

@@ -132,10 +132,11 @@ def _open_binary(path: str | os.PathLike[str]) -> IO[bytes]:
 
 
 def text_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, str]]:
-    """``(line number, line)`` of a UTF-8 text file, line endings kept; a line
+    """``(line number, line)`` of a UTF-8 text file (``"-"``: stdin), line endings kept; a line
     that is not UTF-8 raises :class:`InputError` naming ``path:line`` (Python's
     own error names neither)."""
-    with open(path, "rb") as f:
+    f = _open_binary(path)
+    try:
         for lineno, raw in enumerate(f, start=1):
             try:
                 yield lineno, raw.decode("utf-8")
@@ -143,6 +144,9 @@ def text_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, str]]:
                 raise InputError(
                     f"{path}:{lineno}: not UTF-8 ({err.reason} at byte {err.start})"
                 ) from None
+    finally:
+        if f is not sys.stdin.buffer:
+            f.close()
 
 
 def read_records(
@@ -260,18 +264,15 @@ def json_object(line: str, lineno: int) -> dict[str, Any]:
 
 
 def read_json_objects(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(line, object)`` for each non-blank line of a JSONL file (any keys, unlike
-    :func:`read_records`); :class:`InputError` naming ``path:line`` at a bad one."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if line.strip():
-                try:
-                    yield lineno, json_object(line, lineno)
-                except InputError as err:
-                    raise InputError(f"{path}:{err}") from None
-
-
-_parse_line = parse_line  # the former name (beamner.teach.tasks imports it)
+    """``(line, object)`` for each non-blank line of a JSONL file (``"-"``:
+    stdin; any keys, unlike :func:`read_records`); :class:`InputError` naming
+    ``path:line`` at a bad one (not UTF-8, not JSON, not an object)."""
+    for lineno, line in text_lines(path):
+        if line.strip():
+            try:
+                yield lineno, json_object(line, lineno)
+            except InputError as err:
+                raise InputError(f"{path}:{err}") from None
 
 
 def records_from_items(items: Iterable[Any], first_line: int = 1) -> list[Record]:

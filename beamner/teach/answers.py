@@ -59,12 +59,10 @@ Two more kinds of span are dropped there, counted, never trained on:
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import Any
 
 from spacy.language import Language
 from spacy.pipeline._parser_internals.ner import BiluoGold
@@ -72,7 +70,7 @@ from spacy.tokens import Doc, Span
 from spacy.training import Example
 
 from beamner.engine.pipes import find_ner, upstream_disabled
-from beamner.io.records import InputError
+from beamner.io.records import InputError, read_json_objects
 from beamner.teach.tasks import input_hash, preset_tokens, task_hash
 
 __all__ = [
@@ -255,28 +253,11 @@ def read_answers(path: str | os.PathLike[str]) -> Iterator[Answer]:
     """Validated answers of a JSONL file (``"-"``: stdin). Blank lines are skipped;
     any other bad line raises :class:`~beamner.io.records.InputError` as
     ``path:line: what is wrong``."""
-    f: IO[bytes] = sys.stdin.buffer if str(path) == "-" else open(path, "rb")
-    try:
-        for lineno, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise InputError(f"{path}:{lineno}: not UTF-8 ({err.reason})") from None
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InputError(
-                    f"{path}:{lineno}: not JSON ({err.msg}, column {err.colno})"
-                ) from None
-            try:
-                yield parse_answer(obj, lineno, str(path))
-            except InputError as err:
-                raise InputError(f"{path}:{lineno}: {err}") from None
-    finally:
-        if f is not sys.stdin.buffer:
-            f.close()
+    for lineno, obj in read_json_objects(path):
+        try:
+            yield parse_answer(obj, lineno, str(path))
+        except InputError as err:
+            raise InputError(f"{path}:{lineno}: {err}") from None
 
 
 def _overlaps(a: AnswerSpan, b: AnswerSpan) -> bool:
