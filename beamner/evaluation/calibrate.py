@@ -11,9 +11,9 @@ from typing import Any
 
 from spacy.language import Language
 
-from beamner.engine.pipes import DERIVED_TAGS, find_ner, load_model, mark_derived
-from beamner.engine.settings import DEFAULT_SPANS_KEY, BeamSettings, Normalize
-from beamner.evaluation.evaluate import collect, parse_normalizations
+from beamner.engine.pipes import DERIVED_TAGS, mark_derived
+from beamner.engine.settings import DEFAULT_SPANS_KEY, Normalize
+from beamner.evaluation.evaluate import collect, load_for_fit
 from beamner.io.atomic import check_output, swap_directory
 from beamner.io.gold import GoldDoc, check_label_overlap, parse_label_map, read_gold
 from beamner.pipeline import accelerate
@@ -91,13 +91,12 @@ def calibrate(
         raise ValueError(f"method must be one of {CALIBRATION_METHODS}, got {method!r}")
     model_path = None if isinstance(model, Language) else model
     check_output(output, [model_path, data, eval_data], folder=True, overwrite=overwrite)
-    nlp = load_model(model, gpu_id)
-    pipe = find_ner(nlp)
-    norms = parse_normalizations(normalize, pipe)
-    if len(norms) != 1:
-        raise ValueError(f"calibrate fits one normalization at a time, got {normalize!r}")
-    before = BeamSettings.from_pipe(
-        pipe, beam=True, width=beam_width, density=beam_density, normalize=norms[0]
+    nlp, pipe, before = load_for_fit(
+        model,
+        beam_width=beam_width,
+        beam_density=beam_density,
+        normalize=normalize,
+        gpu_id=gpu_id,
     )
     norm, width, density = before.normalize, before.width, before.density
     before_t = before.temperature
@@ -218,13 +217,12 @@ def calibrate_answers(
         raise ValueError(f"method must be auto, isotonic or temperature, got {method!r}")
     model_path = None if isinstance(model, Language) else model
     check_output(output, [model_path, answers], folder=True, overwrite=overwrite)
-    nlp = load_model(model, gpu_id)
-    pipe = find_ner(nlp)
-    norms = parse_normalizations(normalize, pipe)
-    if len(norms) != 1:
-        raise ValueError(f"calibrate fits one normalization at a time, got {normalize!r}")
-    before = BeamSettings.from_pipe(
-        pipe, beam=True, width=beam_width, density=beam_density, normalize=norms[0]
+    nlp, _, before = load_for_fit(
+        model,
+        beam_width=beam_width,
+        beam_density=beam_density,
+        normalize=normalize,
+        gpu_id=gpu_id,
     )
     cands, counts = score_answers(nlp, answers, before, batch_size=batch_size)
     fit = fit_from_answers(

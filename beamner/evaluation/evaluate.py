@@ -33,7 +33,14 @@ from beamner.probabilities.calibration import CandidateSet
 from beamner.probabilities.calibrators import calibrator_for
 from beamner.probabilities.decoding import marginal_entities
 
-__all__ = ["WidthStats", "collect", "evaluate", "parse_normalizations", "parse_widths"]
+__all__ = [
+    "WidthStats",
+    "collect",
+    "evaluate",
+    "load_for_fit",
+    "parse_normalizations",
+    "parse_widths",
+]
 
 
 def _mapped(ents: Sequence[Entity], label_map: dict[str, str] | None) -> set[Entity]:
@@ -134,6 +141,29 @@ def parse_normalizations(spec: str | Sequence[str] | None, pipe: Any = None) -> 
     if not items or bad:
         raise ValueError(f"--normalize must be among {NORMALIZE_CHOICES}, got {spec!r}")
     return list(dict.fromkeys(items))
+
+
+def load_for_fit(
+    model: str | os.PathLike[str] | Language,
+    *,
+    beam_width: int | None,
+    beam_density: float | None,
+    normalize: str | None,
+    gpu_id: int = -1,
+    command: str = "calibrate",
+) -> tuple[Language, Any, BeamSettings]:
+    """The pipeline a fit (``calibrate``, ``threshold``) reads, its NER and the
+    beam it fits under: one normalization, width and density defaulting to
+    the component's (:meth:`BeamSettings.from_pipe` with ``beam=True``)."""
+    nlp = load_model(model, gpu_id)
+    pipe = find_ner(nlp)
+    norms = parse_normalizations(normalize, pipe)
+    if len(norms) != 1:
+        raise ValueError(f"{command} fits under one normalization at a time, got {normalize!r}")
+    settings = BeamSettings.from_pipe(
+        pipe, beam=True, width=beam_width, density=beam_density, normalize=norms[0]
+    )
+    return nlp, pipe, settings
 
 
 def parse_widths(spec: str | Sequence[int]) -> list[int]:

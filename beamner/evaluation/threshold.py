@@ -11,11 +11,11 @@ from typing import Any
 
 from spacy.language import Language
 
-from beamner.engine.pipes import find_ner, load_model, upstream_disabled
+from beamner.engine.pipes import upstream_disabled
 from beamner.engine.settings import DEFAULT_SPANS_KEY, BeamSettings, Normalize
 from beamner.evaluation.answers import score_answers
 from beamner.evaluation.calibrate import save_pipeline
-from beamner.evaluation.evaluate import parse_normalizations
+from beamner.evaluation.evaluate import load_for_fit
 from beamner.io.atomic import check_output
 from beamner.io.records import read_records
 from beamner.pipeline import accelerate
@@ -71,13 +71,13 @@ def threshold(
         raise ValueError(
             f"precision and confidence must be in (0, 1), got {precision} and {confidence}"
         )
-    nlp = load_model(model, gpu_id)
-    pipe = find_ner(nlp)
-    norms = parse_normalizations(normalize, pipe)
-    if len(norms) != 1:
-        raise ValueError(f"threshold takes one normalization, got {normalize!r}")
-    settings = BeamSettings.from_pipe(
-        pipe, beam=True, width=beam_width, density=beam_density, normalize=norms[0]
+    nlp, pipe, settings = load_for_fit(
+        model,
+        beam_width=beam_width,
+        beam_density=beam_density,
+        normalize=normalize,
+        gpu_id=gpu_id,
+        command="threshold",
     )
     cands, counts = score_answers(nlp, answers, settings, batch_size=batch_size)
     cal = calibrator_of(settings)
