@@ -531,7 +531,8 @@ def test_preset_entities_are_not_tasks(model_dir: Path) -> None:
 def test_preset_answers_dropped_others_trained(model_dir: Path, gold_texts: list[Any]) -> None:
     fix_random_seed(0)
     nlp = load(model_dir)
-    session = TeachSession(nlp, [t for t, _ in gold_texts[:100]], LABELS, drop=0.0)
+    # A step large enough that one update visibly moves the other answer's span.
+    session = TeachSession(nlp, [t for t, _ in gold_texts[:100]], LABELS, drop=0.0, learn_rate=2e-4)
     task = _uncertain_outside_best_parse(session)
     before = _p(nlp, task)
     preset_text, preset = _preset_answers(nlp)
@@ -592,8 +593,8 @@ def test_default_learn_rate(model_dir: Path) -> None:
     from beamner.cli.teach import teach_cmd, teach_update_cmd
     from beamner.teach.session import DEFAULT_LEARN_RATE
 
-    assert DEFAULT_LEARN_RATE == 2e-4
-    assert TeachSession(load(model_dir), [TEXT], LABELS).optimizer.learn_rate == 2e-4
+    assert DEFAULT_LEARN_RATE == 5e-5
+    assert TeachSession(load(model_dir), [TEXT], LABELS).optimizer.learn_rate == 5e-5
     assert (
         TeachSession(load(model_dir), [TEXT], LABELS, learn_rate=1e-3).optimizer.learn_rate == 1e-3
     )

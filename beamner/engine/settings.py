@@ -19,6 +19,7 @@ from typing import Any, Literal, get_args
 __all__ = [
     "CLI_NORMALIZE",
     "DECODE_MODES",
+    "DEFAULT_LEARN_RATE",
     "DEFAULT_SPANS_KEY",
     "MAX_BEAM_WIDTH",
     "NORMALIZE_CHOICES",
@@ -56,6 +57,14 @@ MAX_BEAM_WIDTH = 4096
 #: The span group a pipeline fitted by ``calibrate`` or ``teach`` writes its
 #: probabilities to when its component names none (``doc.spans["ner_probs"]``).
 DEFAULT_SPANS_KEY = "ner_probs"
+
+#: Default step of the updates from yes/no answers (``TeachSession``,
+#: ``teach-update``, ``beamner teach``). On en_core_web_sm, 2e-4 cut entity
+#: agreement with the original on home-style prose to 0.62 after 1,000 WNUT-17
+#: answers and 5e-5 kept 0.90, for the same or better target F1
+#: (experiments/teach_simulation.py, results/teach_simulation_pilot.*,
+#: teach_simulation_pretrained.*); a pipeline's usual 1e-3 collapsed a small model.
+DEFAULT_LEARN_RATE = 5e-5
 
 #: The commands' normalization. For greedily trained pipelines (every
 #: en_core_web_*) the raw beam loses top-1 F1 as it widens and ``"local"`` does

@@ -12,8 +12,8 @@ training and after every epoch. Spans on entities preset before the NER and
 spans no parse can follow are not trained on (counted in the report's
 ``merge``: ``n_preset``, ``n_unreachable``; see :mod:`beamner.teach.answers`).
 The default ``learn_rate`` is :data:`~beamner.teach.session.DEFAULT_LEARN_RATE`
-(2e-4, not the pipeline's usual 1e-3, which made a small model collapse in
-experiments/teach_simulation.py); ``None`` keeps the pipeline optimizer's.
+(5e-5, not the pipeline's usual 1e-3; :mod:`beamner.engine.settings` says
+why); ``None`` keeps the pipeline optimizer's.
 
 The pipeline is saved serving the beam it was taught and measured with
 (``beam_width``, ``beam_density``, ``normalize``, default ``"local"``, the

@@ -20,10 +20,8 @@ the same answers given in the same updates give the same weights.
 ``update_width``: beam width of the updates (default ``beam_width``);
 ``update_batch``: texts per native update; ``learn_rate``: the step of the
 optimizer (the pipeline's ``[training.optimizer]``, a fresh one per
-session), by default ``DEFAULT_LEARN_RATE`` = 2e-4, not the usual 1e-3: in
-the simulated-annotator experiment (experiments/teach_simulation.py; README,
-"Learning from yes/no answers") 1e-3 made a small WNUT-17 model collapse
-(F1 -> 0 within 1,000 answers) while 2e-4 helped a little, smoothly;
+session), by default ``DEFAULT_LEARN_RATE`` = 5e-5, not the usual 1e-3 (the
+reason beside its definition, :mod:`beamner.engine.settings`);
 ``None`` keeps the pipeline's optimizer's own rate;
 ``drop``: dropout during updates.
 
@@ -110,7 +108,7 @@ from spacy.language import Language
 from thinc.api import fix_random_seed, set_dropout_rate
 
 from beamner.engine.pipes import find_ner, mark_derived
-from beamner.engine.settings import CLI_NORMALIZE, BeamSettings
+from beamner.engine.settings import CLI_NORMALIZE, DEFAULT_LEARN_RATE, BeamSettings
 from beamner.io.atomic import check_output, swap_directory
 from beamner.pipeline import BeamnerEntityRecognizer, accelerate
 from beamner.teach.answers import (
@@ -134,13 +132,6 @@ __all__ = [
 ]
 
 DEFAULT_NEG_KEY = "incorrect_spans"
-
-#: Default step of the updates from answers (``TeachSession``, ``teach-update``,
-#: ``beamner teach``). The usual 1e-3 of a pipeline's optimizer made a small
-#: WNUT-17 model collapse (F1 -> 0 within 1,000 answers, updates of 10 answers),
-#: 2e-4 improved it a little and smoothly: experiments/teach_simulation.py,
-#: experiments/results/teach_simulation*.json, README "Learning from yes/no answers".
-DEFAULT_LEARN_RATE = 2e-4
 
 
 @dataclass
