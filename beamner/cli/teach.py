@@ -190,9 +190,8 @@ def teach_cmd(
     """
     with user_errors():
         from beamner.engine.pipes import load_model
-        from beamner.io.atomic import OutputError, same_file
+        from beamner.io.atomic import OutputError, check_output, on_disk, same_file
         from beamner.io.records import plural
-        from beamner.teach.outputs import check_pipeline_output, input_paths
         from beamner.teach.server import TeachServer, bind_socket, serve
         from beamner.teach.session import TeachSession
 
@@ -207,7 +206,7 @@ def teach_cmd(
                 f"the model would be saved to {out}, the model being taught; to carry on from "
                 "it, give --output a new folder"
             )
-        check_pipeline_output(out, [dataset, *input_paths(source, model)], overwrite=overwrite)
+        check_output(out, [dataset, *on_disk(source, model)], overwrite=overwrite, folder=True)
         sock = bind_socket(host, port)  # before the model loads: a taken port fails fast
         nlp = load_model(model)
         session = TeachSession(

@@ -89,8 +89,7 @@ def calibrate(
     stored. Beam width and density default to the component's."""
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"method must be one of {CALIBRATION_METHODS}, got {method!r}")
-    model_path = None if isinstance(model, Language) else model
-    check_output(output, [model_path, data, eval_data], folder=True, overwrite=overwrite)
+    check_output(output, [model, data, eval_data], folder=True, overwrite=overwrite)
     nlp, pipe, before = load_for_fit(
         model,
         beam_width=beam_width,
@@ -215,8 +214,7 @@ def calibrate_answers(
 
     if method not in ("auto", *CALIBRATION_METHODS):
         raise ValueError(f"method must be auto, isotonic or temperature, got {method!r}")
-    model_path = None if isinstance(model, Language) else model
-    check_output(output, [model_path, answers], folder=True, overwrite=overwrite)
+    check_output(output, [model, answers], folder=True, overwrite=overwrite)
     nlp, _, before = load_for_fit(
         model,
         beam_width=beam_width,

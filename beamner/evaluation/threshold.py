@@ -65,8 +65,7 @@ def threshold(
     counts the entities it would put in ``doc.ents`` there, which needs no
     label. Without it, about the precision of the stream the answers came
     from, around which a batch's precision scatters."""
-    model_path = None if isinstance(model, Language) else model
-    check_output(output, [model_path, answers, batch], folder=True, overwrite=overwrite)
+    check_output(output, [model, answers, batch], folder=True, overwrite=overwrite)
     if not 0.0 < precision < 1.0 or not 0.0 < confidence < 1.0:
         raise ValueError(
             f"precision and confidence must be in (0, 1), got {precision} and {confidence}"

@@ -34,6 +34,7 @@ __all__ = [
     "check_output",
     "fsync_directory",
     "is_marked",
+    "on_disk",
     "same_file",
     "swap_directory",
 ]
@@ -67,9 +68,17 @@ def is_marked(folder: Path) -> bool:
     return (folder / MARKER).is_file()
 
 
+def on_disk(*inputs: object) -> list[Path]:
+    """The inputs that are files or folders on disk: what a command whose
+    model may be a package name or an ``nlp`` object, and whose source may be
+    an iterable of texts, hands to :func:`check_output`."""
+    paths = [Path(i) for i in inputs if isinstance(i, (str, os.PathLike)) and str(i) != "-"]
+    return [path for path in paths if path.exists()]
+
+
 def check_output(
     output: PathLike | None,
-    inputs: Iterable[PathLike | None] = (),
+    inputs: Iterable[object] = (),
     *,
     overwrite: bool = False,
     resume: bool = False,
@@ -77,24 +86,30 @@ def check_output(
     folder: bool = False,
 ) -> Path | None:
     """Check ``output`` against the policy (module docstring) before anything
-    is written; return it as a Path (``None`` for stdout).
+    is written; return it as a Path (``None`` for stdout). ``inputs``: the
+    command's inputs; those that are not paths (``None``, an ``nlp`` object,
+    ``"-"``) are skipped.
 
-    ``folder``: the output is a folder; an existing folder beamner wrote
-    (:func:`is_marked`) or an empty one may be replaced, any other needs
-    ``overwrite``. A file output that exists needs ``overwrite`` or ``resume``
-    (``resumable``: the command has ``--resume``, and the refusal says so)."""
+    ``folder``: the output is a folder, replaced by :func:`swap_directory`; an
+    existing folder beamner wrote (:func:`is_marked`) or an empty one may be
+    replaced, any other needs ``overwrite``. An input inside it is refused
+    (the swap would delete it), and so is a leftover ``OUTPUT.partial`` or
+    ``OUTPUT.old`` beamner did not write (the swap goes through those names;
+    ``overwrite`` does not change that). A file output that exists needs
+    ``overwrite`` or ``resume`` (``resumable``: the command has ``--resume``,
+    and the refusal says so)."""
     if output is None or str(output) == "-":
         return None
     path = Path(output)
-    for source in inputs:
-        if source is not None and str(source) != "-" and same_file(path, source):
+    sources = [Path(i) for i in inputs if isinstance(i, (str, os.PathLike)) and str(i) != "-"]
+    for source in sources:
+        if same_file(path, source):
             raise OutputError(
                 f"output {path} is the input {source}: it would be overwritten before it is "
                 "read; write elsewhere"
             )
-        if source is not None and str(source) != "-" and Path(source).is_dir():
-            if path.resolve().is_relative_to(Path(source).resolve()):
-                raise OutputError(f"output {path} is inside the input folder {source}")
+        if source.is_dir() and path.resolve().is_relative_to(source.resolve()):
+            raise OutputError(f"output {path} is inside the input folder {source}")
     if folder:
         if path.exists() and not path.is_dir():
             raise OutputError(f"output {path} exists and is not a folder")
@@ -103,6 +118,18 @@ def check_output(
                 f"output folder {path} exists, is not empty and was not written by beamner; "
                 "choose another folder or pass --overwrite"
             )
+        for source in sources:
+            if source.exists() and source.resolve().is_relative_to(path.resolve()):
+                raise OutputError(
+                    f"the input {source} is inside the output folder {path}, which is replaced "
+                    "when the output is saved; write elsewhere"
+                )
+        for leftover in _swap_paths(path):
+            if leftover.exists() and not (leftover.is_dir() and is_marked(leftover)):
+                raise OutputError(
+                    f"{leftover} exists and was not written by beamner (saves go through "
+                    f"that name); move it away or choose another output than {path}"
+                )
         return path
     if path.is_dir():
         raise OutputError(f"output {path} is a folder; give a file name")

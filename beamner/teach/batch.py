@@ -28,7 +28,7 @@ the same inputs and seed write the same bytes (``teach_progress.json`` holds
 no timings; the times are in the log only).
 
 Output (beamner's output policy, :mod:`beamner.io.atomic`; checked by
-:func:`beamner.teach.outputs.check_pipeline_output` before anything is read
+:func:`beamner.io.atomic.check_output` before anything is read
 into memory or written): ``output`` must not be the answers or the model, nor
 hold them; an existing folder must be one beamner wrote (or empty), else it
 is refused unless ``overwrite``; ``OUT.partial`` and ``OUT.old`` that beamner
@@ -64,7 +64,7 @@ from spacy.language import Language
 
 from beamner.engine.pipes import find_ner, load_model, mark_derived
 from beamner.engine.settings import CLI_NORMALIZE, BeamSettings
-from beamner.io.atomic import is_marked, swap_directory
+from beamner.io.atomic import check_output, is_marked, on_disk, swap_directory
 from beamner.io.records import plural
 from beamner.pipeline import BeamnerEntityRecognizer
 from beamner.probabilities.beams import beam_docs
@@ -76,7 +76,6 @@ from beamner.teach.answers import (
     predicted_docs,
     read_answers,
 )
-from beamner.teach.outputs import check_pipeline_output, input_paths
 from beamner.teach.session import (
     DEFAULT_LEARN_RATE,
     DEFAULT_NEG_KEY,
@@ -216,11 +215,8 @@ def teach_update(
         raise ValueError("n_epochs, update_batch and checkpoint_every must be >= 1")
     say = log or (lambda msg: None)
     # Nothing is written, moved or removed before every input has been checked.
-    out = check_pipeline_output(
-        output,
-        input_paths(answers, None if isinstance(model, Language) else model),
-        overwrite=overwrite,
-    )
+    out = check_output(output, on_disk(answers, model), overwrite=overwrite, folder=True)
+    assert out is not None  # a folder name, never stdout
     all_answers = list(read_answers(answers))  # every line validated before training
     if not all_answers:
         raise ValueError(f"{answers}: no answers")
