@@ -11,11 +11,11 @@ import typer
 from beamner.cli.options import (
     NORMALIZE_DEFAULT,
     BatchSize,
+    ComponentBeamDensity,
+    ComponentBeamWidth,
     Format,
     GpuId,
     Model,
-    OptFloat,
-    OptInt,
     OptPath,
     OptStr,
     Overwrite,
@@ -48,13 +48,8 @@ def threshold_cmd(
         str,
         typer.Option("--normalize", help="Beam normalization (stored): local or none."),
     ] = NORMALIZE_DEFAULT,
-    beam_width: Annotated[
-        OptInt, typer.Option("--beam-width", "-w", min=1, help="Default: the component's.")
-    ] = None,
-    beam_density: Annotated[
-        OptFloat,
-        typer.Option("--beam-density", min=0.0, max=1.0, help="Default: the component's."),
-    ] = None,
+    beam_width: ComponentBeamWidth = None,
+    beam_density: ComponentBeamDensity = None,
     batch: Annotated[
         OptStr,
         typer.Option(

@@ -13,13 +13,13 @@ from beamner.cli.options import (
     NORMALIZE_DEFAULT,
     BatchSize,
     BeamDensity,
+    ComponentBeamDensity,
+    ComponentBeamWidth,
     Format,
     GoldFormat,
     GpuId,
     LabelMap,
     Model,
-    OptFloat,
-    OptInt,
     OptPath,
     OptStr,
     Overwrite,
@@ -177,14 +177,8 @@ def calibrate_cmd(
     objective: Annotated[
         str, typer.Option("--objective", help="Temperature: nll or brier.")
     ] = "nll",
-    beam_width: Annotated[
-        OptInt,
-        typer.Option("--beam-width", "-w", min=1, help="Default: the component's."),
-    ] = None,
-    beam_density: Annotated[
-        OptFloat,
-        typer.Option("--beam-density", min=0.0, max=1.0, help="Default: the component's."),
-    ] = None,
+    beam_width: ComponentBeamWidth = None,
+    beam_density: ComponentBeamDensity = None,
     label_map: LabelMap = None,
     sentences_per_doc: SentencesPerDoc = 1,
     batch_size: BatchSize = 128,

@@ -26,6 +26,15 @@ BeamDensity = Annotated[
     float,
     typer.Option("--beam-density", min=0.0, max=1.0, help="Beam density (prune below d * best)."),
 ]
+# A fit's beam (calibrate, threshold): the component's unless given.
+ComponentBeamWidth = Annotated[
+    OptInt,
+    typer.Option("--beam-width", "-w", min=1, max=MAX_BEAM_WIDTH, help="Default: the component's."),
+]
+ComponentBeamDensity = Annotated[
+    OptFloat,
+    typer.Option("--beam-density", min=0.0, max=1.0, help="Default: the component's."),
+]
 BatchSize = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Docs per batch.")]
 GpuId = Annotated[
     int, typer.Option("--gpu-id", "-g", help="GPU to use (spacy.require_gpu); -1: CPU.")
