@@ -228,21 +228,25 @@ class BeamnerEntityRecognizer(EntityRecognizer):  # type: ignore[misc]
         if not key and settings.decode == "best":
             return
         strings = self.vocab.strings
+        cal = calibrator_of(settings)  # once per batch, not per doc
+        # The calibrated probabilities a doc needs, computed once per doc.
+        needs_probs = settings.decode == "precision" or (
+            key is not None and settings.spans_layout != "singlelabel"
+        )
         for i, doc in enumerate(docs):
+            probs = named_probabilities(batch, i, strings, settings, cal) if needs_probs else {}
             if settings.decode == "marginal":
                 marginals = entity_probabilities(batch, i, settings.temperature)
                 _set_ents(doc, marginal_entities(marginals), strings)
             elif settings.decode == "precision":
-                probs = named_probabilities(batch, i, strings, settings)
                 threshold = settings.precision_threshold or 0.0
                 _set_ents(doc, most_probable_entities(probs, threshold), strings)
             if key and settings.spans_layout == "singlelabel":
-                doc.spans[key] = singlelabel_group(self, doc, batch, i, key, settings)
+                doc.spans[key] = singlelabel_group(self, doc, batch, i, key, settings, cal)
             elif key:
-                probs = named_probabilities(batch, i, strings, settings)
                 doc.spans[key] = _scored_spans(doc, key, probs, settings.span_threshold)
                 if settings.normalize == "local":
-                    _attach_bounds(doc.spans[key], batch, i, calibrator_of(settings))
+                    _attach_bounds(doc.spans[key], batch, i, cal)
 
 
 class NativeBeams(Sequence[Any]):

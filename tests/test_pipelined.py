@@ -32,6 +32,7 @@ from beamner.engine.search import run_search
 from beamner.engine.settings import BeamSettings
 from beamner.jobs.annotate import annotate
 from beamner.probabilities.beams import named_probabilities
+from beamner.probabilities.calibrators import calibrator_of
 
 TEST_FILE = "wnut17/emerging.test.annotated"
 
@@ -142,7 +143,8 @@ def test_entity_scores_identical(
     settings = BeamSettings.from_pipe(ner, beam=True, normalize=normalize)
     batch = run_search(ner, test_docs, settings)
     one = [
-        named_probabilities(batch, i, ner.vocab.strings, settings) for i in range(len(test_docs))
+        named_probabilities(batch, i, ner.vocab.strings, settings, calibrator_of(settings))
+        for i in range(len(test_docs))
     ]
     assert pickle.dumps(one) == pickle.dumps(scores)
     assert threads() == before

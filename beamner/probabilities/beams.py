@@ -15,6 +15,7 @@ from beamner.engine.pipes import find_ner
 from beamner.engine.settings import BeamSettings, Normalize
 from beamner.probabilities.calibration import entity_probabilities, parse_probabilities
 from beamner.probabilities.calibrators import (
+    IsotonicCalibrator,
     apply_calibration,
     apply_calibration_with_bounds,
     calibrator_of,
@@ -33,12 +34,16 @@ EntityKey = tuple[int, int, str]
 
 
 def named_probabilities(
-    batch: BeamBatch, i: int, strings: Any, settings: BeamSettings, *, calibrate: bool = True
+    batch: BeamBatch,
+    i: int,
+    strings: Any,
+    settings: BeamSettings,
+    calibrator: IsotonicCalibrator | None,
 ) -> dict[EntityKey, float]:
     """Doc ``i``'s entity probabilities with label names: the beam marginals
-    (``settings.temperature`` applied), then the isotonic calibration stored in
-    ``settings`` when it was fitted under this normalization. Label-less
-    (blocked preset) spans are left out."""
+    (``settings.temperature`` applied), then ``calibrator`` (None: none), which
+    a caller builds once per batch with ``calibrator_of(settings)``.
+    Label-less (blocked preset) spans are left out."""
     probs = {
         (start, end, strings[label]): prob
         for (start, end, label), prob in entity_probabilities(
@@ -46,7 +51,7 @@ def named_probabilities(
         ).items()
         if label != 0
     }
-    return apply_calibration(probs, calibrator_of(settings) if calibrate else None)
+    return apply_calibration(probs, calibrator)
 
 
 @dataclass
@@ -126,16 +131,17 @@ def entity_scores(
         )
     strings = pipe.vocab.strings
 
+    cal = calibrator_of(settings)
+
     def read(chunk: Chunk) -> list[Any]:
         batch = chunk.batch
         n = len(chunk.docs)
         if not bounds:
-            return [named_probabilities(batch, i, strings, settings) for i in range(n)]
+            return [named_probabilities(batch, i, strings, settings, cal) for i in range(n)]
         # The same monotone map on the score and both ends of its bounds.
-        cal = calibrator_of(settings)
         out = []
         for i in range(n):
-            raw = named_probabilities(batch, i, strings, settings, calibrate=False)
+            raw = named_probabilities(batch, i, strings, settings, None)
             probs, ends = apply_calibration_with_bounds(raw, _bounds(batch, i, strings), cal)
             out.append(BoundedEntityScores(probs, ends, batch.coverage(i)))
         return out
@@ -180,10 +186,11 @@ def beam_docs(
     with ``settings`` (width, density, normalization, temperature and the
     calibration applied unless ``calibrate=False``)."""
     strings = pipe.vocab.strings
+    cal = calibrator_of(settings) if calibrate else None
 
     def read(chunk: Chunk) -> list[BeamDoc]:
         return [
-            _beam_doc(chunk.batch, i, doc, strings, settings, calibrate)
+            _beam_doc(chunk.batch, i, doc, strings, settings, cal)
             for i, doc in enumerate(chunk.docs)
         ]
 
@@ -191,22 +198,25 @@ def beam_docs(
 
 
 def _beam_doc(
-    batch: BeamBatch, i: int, doc: Doc, strings: Any, settings: BeamSettings, calibrate: bool
+    batch: BeamBatch,
+    i: int,
+    doc: Doc,
+    strings: Any,
+    settings: BeamSettings,
+    cal: IsotonicCalibrator | None,
 ) -> BeamDoc:
     parses = batch.parses(i)
     scores = [p.score for p in parses]
     probs = parse_probabilities(scores, settings.temperature).tolist()
     ents = [[(s, e, strings[lab]) for s, e, lab in p.entities if lab != 0] for p in parses]
-    raw = named_probabilities(batch, i, strings, settings, calibrate=False)
-    cal = calibrator_of(settings) if calibrate else None
-    beam = BeamDoc(doc, scores, probs, ents, apply_calibration(raw, cal))
-    if settings.normalize == "local":
-        beam.coverage = batch.coverage(i)
-        # the same map on the score and both ends of its bounds
-        beam.entities, beam.bounds = apply_calibration_with_bounds(
-            raw, _bounds(batch, i, strings, labelled_only=True), cal
-        )
-    return beam
+    raw = named_probabilities(batch, i, strings, settings, None)
+    if settings.normalize != "local":
+        return BeamDoc(doc, scores, probs, ents, apply_calibration(raw, cal))
+    # the same map on the score and both ends of its bounds
+    entities, bounds = apply_calibration_with_bounds(
+        raw, _bounds(batch, i, strings, labelled_only=True), cal
+    )
+    return BeamDoc(doc, scores, probs, ents, entities, batch.coverage(i), bounds)
 
 
 def uncertainty_scores(beam: BeamDoc) -> dict[str, float]:

@@ -196,15 +196,21 @@ def span_group(
 
 
 def singlelabel_group(
-    pipe: Any, doc: Doc, batch: BeamBatch, i: int, key: str, settings: BeamSettings
+    pipe: Any,
+    doc: Doc,
+    batch: BeamBatch,
+    i: int,
+    key: str,
+    settings: BeamSettings,
+    calibrator: IsotonicCalibrator | None,
 ) -> SpanGroup:
     """What ``beamner_ner`` writes to ``doc.spans[key]`` with
     ``spans_layout="singlelabel"``: :func:`span_group` of the doc's beam
-    distributions (the settings' temperature and calibration applied),
+    distributions (the settings' temperature and ``calibrator``, built once
+    per batch with ``calibrator_of(settings)``, applied),
     overlapping or not as ``settings.spans_allow_overlap`` says."""
     labels = tuple(str(label) for label in pipe.labels)
     dist = distributions_from_batch(batch, i, doc, labels, settings.temperature)
-    calibrator = calibrator_of(settings)
     if calibrator is not None:
         _apply_calibrator(dist, calibrator)
     return span_group(dist, key, allow_overlap=settings.spans_allow_overlap)
