@@ -13,7 +13,7 @@ import spacy
 from conftest import DATA
 from spacy.language import Language
 from spacy.util import fix_random_seed
-from trained_models import eval_texts, train_pipeline
+from trained_models import eval_texts, trained_pipeline
 from typer.testing import CliRunner
 
 from beamner.cli.app import app
@@ -34,7 +34,7 @@ LABELS = ["person", "location", "corporation", "group", "product", "creative-wor
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("teach") / "greedy"
-    train_pipeline("greedy", n_sentences=400, n_iter=3).to_disk(path)
+    trained_pipeline("greedy", n_sentences=400, n_iter=3).to_disk(path)
     return path
 
 

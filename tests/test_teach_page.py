@@ -26,7 +26,7 @@ import httpx
 import pytest
 import spacy
 from conftest import DATA
-from trained_models import train_pipeline
+from trained_models import pipeline_copy, trained_pipeline
 from typer.testing import CliRunner
 
 from beamner.cli.app import app
@@ -45,7 +45,7 @@ BEAM_WIDTH = 8
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("teach-page") / "greedy"
-    nlp = train_pipeline("greedy", n_sentences=400, n_iter=3)
+    nlp = pipeline_copy(trained_pipeline("greedy", n_sentences=400, n_iter=3))
     # Without the entity ruler: its preset entities can make an accepted span
     # unreachable for the beam update (a teach-library matter, tested there).
     nlp.remove_pipe("entity_ruler")

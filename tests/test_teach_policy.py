@@ -16,7 +16,7 @@ import numpy
 import pytest
 import spacy
 from conftest import DATA
-from trained_models import eval_texts, train_pipeline
+from trained_models import eval_texts, pipeline_copy, trained_pipeline
 from typer.testing import CliRunner
 
 from beamner.cli.app import app
@@ -36,7 +36,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small greedy NER trained on WNUT-17, as beamner's component storing
     candidates in ``doc.spans`` (settings teach must keep)."""
     path = tmp_path_factory.mktemp("policy") / "model"
-    nlp = train_pipeline("greedy", n_sentences=400, n_iter=3)
+    nlp = pipeline_copy(trained_pipeline("greedy", n_sentences=400, n_iter=3))
     accelerate(nlp, spans_key=SPANS_KEY, span_threshold=0.02)
     nlp.to_disk(path)
     return path

@@ -37,7 +37,7 @@ from test_teach_page import (
     running,
     wait_until,
 )
-from trained_models import train_pipeline
+from trained_models import pipeline_copy, trained_pipeline
 
 from beamner.io.conll import read_conll
 from beamner.teach.server import TeachServer, bind_socket, make_app
@@ -51,7 +51,7 @@ JSON = {"Content-Type": "application/json"}
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """As in test_teach_page: a small greedy model, no entity ruler."""
     path = tmp_path_factory.mktemp("teach-security") / "greedy"
-    nlp = train_pipeline("greedy", n_sentences=400, n_iter=3)
+    nlp = pipeline_copy(trained_pipeline("greedy", n_sentences=400, n_iter=3))
     nlp.remove_pipe("entity_ruler")
     nlp.to_disk(path)
     return path
