@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -108,10 +107,6 @@ Overwrite = Annotated[
         "Without it an existing output is refused and left as it is.",
     ),
 ]
-
-
-def echo_json(obj: Any) -> None:
-    typer.echo(json.dumps(obj, indent=2))
 
 
 Cluster = Annotated[
