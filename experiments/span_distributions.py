@@ -1,304 +1,447 @@
-"""Exclusive span-label distributions on WNUT-17: spaCy's ``spancat_singlelabel``
-against ``beamner_ner`` (greedy-trained and read through the beam with
-``normalize="local"``, and beam-trained, read with its raw global scores,
-``normalize="none"``), same train data, same tok2vec, same steps, several seeds.
+"""Exclusive span-label distributions, trained to convergence (issue 24): spaCy's
+``spancat_singlelabel`` against ``beamner_ner`` (spaCy's greedy ``ner`` read
+through beamner's beam with ``normalize="local"``, and beam-trained
+``beamner_ner`` read with ``none`` and with ``local``), on two corpora, with the
+same data, tok2vec, batcher and optimizer for every model, three seeds.
 
-    nice -n 10 python experiments/span_distributions.py train      # trains every model
-    nice -n 10 python experiments/span_distributions.py evaluate   # measures them on WNUT-17 test
+    nice python experiments/span_distributions.py train --corpus wnut17    # hours of CPU
+    nice python experiments/span_distributions.py train --corpus btc
+    python experiments/span_distributions.py evaluate --corpus wnut17
+    python experiments/span_distributions.py table
 
-``train`` builds ``training/span_compare/{train,dev}.spacy`` (every sentence
-with both ``doc.ents`` and ``doc.spans["sc"]``, so all models read the same
-examples) and trains the committed configs (configs/wnut17_spancat_singlelabel.cfg,
-configs/wnut17_ner_greedy.cfg, configs/wnut17_beamner_spans.cfg) with each
-seed. ``evaluate`` measures, on WNUT-17 test: span P/R/F1 of the non-overlapping
-spans each model writes to ``doc.spans["sc"]`` (spaCy's spancat scorer), ECE of
-the predicted label's probability over those spans, the negative column's
-calibration over each model's own candidates, and speed (training and
-``nlp.pipe`` CPU seconds of the process: the shared machine's load changes
-wall time). Both stages write JSON after every model
-(``experiments/results/span_distributions.json``).
+Corpora (``../shared/data``): WNUT-17 (train / dev / test as released) and the
+Broad Twitter Corpus (sections a, b, e, f, g for training, every tenth of their
+sentences held out as dev, section h the test). ``train`` builds
+``training/span_compare/<corpus>/{train,dev}.spacy`` (every sentence with both
+``doc.ents`` and ``doc.spans["sc"]``, so all models read the same examples) and
+trains the committed configs (``configs/spans_*.cfg``) until the dev score has
+not improved for ``training.patience`` steps (evaluated every
+``training.eval_frequency``), with ``training.max_steps`` as the cap; the
+spancat suggester proposes every n-gram up to the corpus's longest train
+entity. Each run's eval log (step, score, words) is kept beside its model.
+Runs resume after an interruption: a finished run is recorded and skipped,
+an interrupted one is trained again from its start (spaCy keeps no optimizer
+state to resume from).
+
+``evaluate`` measures the best dev checkpoint (``model-best``) of each run on
+the corpus's test set; each beamner model gives two reads from one
+``nlp.pipe``: ``best parse`` (``doc.ents`` with each entity's beam marginal)
+and ``marginal`` (``doc.spans["sc"]`` in ``spancat_singlelabel``'s layout: the
+non-overlapping candidates whose most probable column is a label). Reported:
+span P/R/F1 (spaCy's span scorer), ECE of the predicted label over predicted
+spans and over every (candidate, label) with p >= 0.1, precision at p >= 0.9,
+the share of gold spans among the candidates, training and inference CPU
+seconds of the process (the shared machine's load changes wall time). Results
+go to ``experiments/results/span_converged_<corpus>.json`` after every run,
+written atomically. The earlier 1,000-step comparison (WNUT-17 only) is kept in
+``experiments/results/span_distributions.json`` as the low-budget row.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy
 import spacy
 from spacy.tokens import Doc, DocBin
-from spacy.training import Example
+
+from beamner.io.atomic import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "wnut17"
+DATA = ROOT.parent / "shared" / "data"
 WORK = ROOT / "training" / "span_compare"
-RESULTS = ROOT / "experiments" / "results" / "span_distributions.json"
+RESULTS = ROOT / "experiments" / "results"
+LOW_BUDGET = RESULTS / "span_distributions.json"
 KEY = "sc"
-MODELS = {
-    "spancat_singlelabel": "configs/wnut17_spancat_singlelabel.cfg",
-    "beamner_ner greedy-trained (local)": "configs/wnut17_ner_greedy.cfg",
-    "beamner_ner beam-trained": "configs/wnut17_beamner_spans.cfg",
+CORPORA = ("wnut17", "btc")
+BTC_TRAIN_SECTIONS = ("a", "b", "e", "f", "g")
+BTC_DEV_EVERY = 10  # every tenth train sentence (index % 10 == 9) is BTC's dev
+#: The trained models: name -> committed config.
+TRAINED = {
+    "spancat_singlelabel": "configs/spans_spancat_singlelabel.cfg",
+    "ner (greedy-trained)": "configs/spans_ner_greedy.cfg",
+    "beamner_ner (beam-trained)": "configs/spans_beamner_beam.cfg",
 }
-#: How each beamner model's beam is read: a greedy-trained model's scores are
-#: locally normalised by training, a beam-trained model's are global (raw).
-NORMALIZE = {
-    "beamner_ner greedy-trained (local)": "local",
-    "beamner_ner beam-trained": "none",
+#: How each trained beamner model is read through the beam: a greedy-trained
+#: model's scores are locally normalised by training, a beam-trained model's
+#: are global; both reads of the beam-trained one are measured.
+BEAM_READS = {
+    "ner (greedy-trained)": ("local",),
+    "beamner_ner (beam-trained)": ("none", "local"),
 }
 WIDTH = 16
 DENSITY = 0.0001
 
 
-def gold_docs(nlp: spacy.Language, path: Path) -> list[Doc]:
-    from beamner.io.conll import conll_to_docs, read_conll
+def results_path(corpus: str) -> Path:
+    return RESULTS / f"span_converged_{corpus}.json"
 
-    docs = conll_to_docs(nlp, read_conll(path), with_ents=True)
+
+def sentences(corpus: str) -> dict[str, list[Any]]:
+    """The corpus's train / dev / test sentences (``beamner.io.conll``)."""
+    from beamner.io.conll import read_conll
+
+    if corpus == "wnut17":
+        folder = DATA / "wnut17"
+        return {
+            "train": read_conll(folder / "wnut17train.conll"),
+            "dev": read_conll(folder / "emerging.dev.conll"),
+            "test": read_conll(folder / "emerging.test.annotated"),
+        }
+    if corpus == "btc":
+        folder = DATA / "btc"
+        pooled = [s for part in BTC_TRAIN_SECTIONS for s in read_conll(folder / f"{part}.conll")]
+        return {
+            "train": [s for i, s in enumerate(pooled) if i % BTC_DEV_EVERY != BTC_DEV_EVERY - 1],
+            "dev": [s for i, s in enumerate(pooled) if i % BTC_DEV_EVERY == BTC_DEV_EVERY - 1],
+            "test": read_conll(folder / "h.conll"),
+        }
+    raise ValueError(f"unknown corpus {corpus!r}: one of {', '.join(CORPORA)}")
+
+
+def gold_docs(nlp: spacy.Language, corpus_sentences: Sequence[Any]) -> list[Doc]:
+    from beamner.io.conll import conll_to_docs
+
+    docs = conll_to_docs(nlp, corpus_sentences, with_ents=True)
     for doc in docs:
         doc.spans[KEY] = list(doc.ents)
     return docs
 
 
-def prepare() -> None:
+def prepare(corpus: str) -> int:
+    """Write the corpus's train and dev DocBins (atomically) and return the
+    length of its longest train entity (the spancat suggester's cap)."""
     nlp = spacy.blank("en")
-    WORK.mkdir(parents=True, exist_ok=True)
-    for name, path in (("train", "wnut17train.conll"), ("dev", "emerging.dev.conll")):
-        DocBin(docs=gold_docs(nlp, DATA / path), store_user_data=True).to_disk(
-            WORK / f"{name}.spacy"
-        )
+    folder = WORK / corpus
+    folder.mkdir(parents=True, exist_ok=True)
+    split = sentences(corpus)
+    longest = 0
+    for name in ("train", "dev"):
+        docs = gold_docs(nlp, split[name])
+        if name == "train":
+            longest = max(len(e) for doc in docs for e in doc.ents)
+        target = folder / f"{name}.spacy"
+        if not target.exists():
+            partial = target.with_name(target.name + ".partial")
+            DocBin(docs=docs, store_user_data=True).to_disk(partial)
+            partial.replace(target)
+    return longest
 
 
-def load_results(path: Path = RESULTS) -> dict[str, Any]:
+def load_results(path: Path) -> dict[str, Any]:
     if path.exists():
         return dict(json.loads(path.read_text()))
     return {"train": {}, "test": {}}
 
 
-def save_results(results: dict[str, Any], path: Path = RESULTS) -> None:
+def save_results(results: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    results["summary"] = summarize(results)
-    path.write_text(json.dumps(results, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(results, indent=2) + "\n")
 
 
-def train_all(seeds: list[int], max_steps: int, path: Path) -> None:
-    """Train every model for each seed; several processes may train disjoint
-    seeds at once, each writing its own ``path`` (``evaluate`` merges them)."""
+def eval_log(path: Path) -> list[dict[str, Any]]:
+    """spaCy's ConsoleLogger.v2 JSONL: one record per dev evaluation."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def train_all(corpus: str, seeds: list[int]) -> None:
+    """Train every model for each seed, recording each finished run; a run
+    trains into ``<out>.partial`` and is renamed when done, so an interrupted
+    run leaves no model that looks finished."""
     from spacy.cli.train import train
 
-    if not (WORK / "train.spacy").exists():
-        prepare()
+    longest = prepare(corpus)
+    path = results_path(corpus)
     results = load_results(path)
-    results["max_steps"] = max_steps
-    results["seeds"] = seeds
+    results["seeds"] = sorted(set(results.get("seeds", [])) | set(seeds))
+    results["longest_train_entity"] = longest
     for seed in seeds:
-        for name, config in MODELS.items():
-            out = WORK / f"{Path(config).stem}-{seed}"
-            overrides = {"system.seed": seed, "training.max_steps": max_steps}
+        for name, config in TRAINED.items():
+            key = f"{name} seed {seed}"
+            out = WORK / corpus / f"{Path(config).stem}-{seed}"
+            if key in results["train"] and out.exists():
+                continue
+            partial = out.with_name(out.name + ".partial")
+            if partial.exists():  # this script's own interrupted run
+                shutil.rmtree(partial)
+            overrides: dict[str, Any] = {
+                "paths.train": str(WORK / corpus / "train.spacy"),
+                "paths.dev": str(WORK / corpus / "dev.spacy"),
+                "paths.log": str(partial / "train_log.jsonl"),
+                "system.seed": seed,
+            }
+            if name == "spancat_singlelabel":
+                overrides["components.spancat.suggester.sizes"] = list(range(1, longest + 1))
             start, cpu_start = time.perf_counter(), time.process_time()
-            train(ROOT / config, out, use_gpu=-1, overrides=overrides)
+            train(ROOT / config, partial, use_gpu=-1, overrides=overrides)
             seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-            results["train"][f"{name} seed {seed}"] = {
+            partial.replace(out)
+            evals = eval_log(out / "train_log.jsonl")
+            best = max(evals, key=lambda e: e["score"])
+            cfg = spacy.util.load_config(ROOT / config)["training"]
+            results["train"][key] = {
                 "model": str(out.relative_to(ROOT)),
                 "config": config,
                 "seed": seed,
                 "train_seconds": seconds,
                 "train_cpu_seconds": cpu,
+                "steps": evals[-1]["step"],
+                "best_step": best["step"],
+                "best_dev_score": best["score"],
+                "max_steps": cfg["max_steps"],
+                "patience": cfg["patience"],
+                "eval_frequency": cfg["eval_frequency"],
+                "stopped_by": "step cap" if evals[-1]["step"] >= cfg["max_steps"] else "patience",
             }
-            print(f"trained {name} seed {seed} in {seconds:.0f}s", flush=True)
+            print(
+                f"{corpus}: trained {key} in {cpu:.0f} CPU s, {evals[-1]['step']} steps "
+                f"(best dev {best['score']:.3f} at {best['step']})",
+                flush=True,
+            )
             save_results(results, path)
 
 
-def merged() -> dict[str, Any]:
-    """The results with the records of processes that ran in parallel
-    (``span_distributions.{train,test}-*.json``) merged in."""
-    results = load_results()
-    for stage in ("train", "test"):
-        for extra in sorted(RESULTS.parent.glob(f"span_distributions.{stage}-*.json")):
-            results[stage].update(load_results(extra)[stage])
-    return results
+def test_docs(nlp: spacy.Language, gold: Sequence[Doc]) -> list[Doc]:
+    """Unannotated copies of the gold docs with the same tokens, so that
+    predicted and gold token offsets agree."""
+    return [
+        Doc(nlp.vocab, words=[t.text for t in g], spaces=[bool(t.whitespace_) for t in g])
+        for g in gold
+    ]
 
 
-def evaluate_all(width: int, density: float, seeds: list[int], record: Path) -> None:
-    import beamner
-    from beamner.evaluation.spans import span_report
-
-    results = merged()
-    own = results if record == RESULTS else load_results(record)
-    nlp_blank = spacy.blank("en")
-    gold = gold_docs(nlp_blank, DATA / "emerging.test.annotated")
-    n_words = sum(len(doc) for doc in gold)
-    for key, run in sorted(results["train"].items()):
-        name = key.rsplit(" seed ", 1)[0]
-        if run["seed"] not in seeds or "pipe_cpu_seconds" in results["test"].get(key, {}):
-            continue  # measured by an earlier run of this stage
-        nlp = spacy.load(ROOT / run["model"] / "model-last")  # same steps for every model
-        normalize = NORMALIZE.get(name)
-        if normalize is not None:
-            beamner.accelerate(
-                nlp,
-                beam_width=width,
-                beam_density=density,
-                normalize=normalize,
-                spans_key=KEY,
-                spans_layout="singlelabel",
-                spans_allow_overlap=False,
-            )
-        texts = [doc.text for doc in gold]
-        nlp.pipe(texts[:50], batch_size=256)  # warm-up (lazy allocations)
-        # CPU time of this process: the shared machine's load changes wall time.
-        start, cpu_start = time.perf_counter(), time.process_time()
-        predicted = list(nlp.pipe(texts, batch_size=256))
-        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-        examples = [Example(p, g) for p, g in zip(predicted, gold)]
-        scorer_scores = spacy.scorer.Scorer.score_spans(
-            examples,
-            f"spans_{KEY}",
-            getter=lambda doc, key: doc.spans.get(KEY, []),
-            has_annotation=lambda doc: KEY in doc.spans,
-            allow_overlap=True,
-        )
-        report = span_report(
-            predicted, gold, KEY, candidates=candidates(nlp, name, width, density, normalize)
-        )
-        own["test"][key] = {
-            "spacy_scorer": {k: v for k, v in scorer_scores.items() if not k.endswith("per_type")},
-            "pipe_seconds": seconds,
-            "pipe_cpu_seconds": cpu,
-            "words_per_cpu_second": n_words / cpu,
-            **report,
-        }
-        print(
-            f"{key}: F1 {scorer_scores[f'spans_{KEY}_f']:.3f} "
-            f"ECE {report['predicted']['ece']:.3f} {n_words / cpu:.0f} words/CPU-s",
-            flush=True,
-        )
-        save_results(own, record)
+def timed_pipe(nlp: spacy.Language, docs: list[Doc]) -> tuple[list[Doc], float]:
+    """``nlp.pipe`` over ``docs``, and the process's CPU seconds it took
+    (the shared machine's load changes wall time)."""
+    list(nlp.pipe(docs[:50], batch_size=256))  # warm-up (lazy allocations)
+    fresh = [d.copy() for d in docs]
+    cpu_start = time.process_time()
+    predicted = list(nlp.pipe(fresh, batch_size=256))
+    return predicted, time.process_time() - cpu_start
 
 
-def candidates(
-    nlp: spacy.Language, name: str, width: int, density: float, normalize: str | None
-) -> Any:
-    """A function from docs to each doc's candidate distributions (for the
-    negative column's calibration): spancat's suggested spans with its softmax,
-    or the beam's span distributions."""
-    gold_path = DATA / "emerging.test.annotated"
-
-    def spancat_candidates() -> list[tuple[list[tuple[int, int]], list[str], Any]]:
-        pipe = nlp.get_pipe("spancat")
-        docs = [nlp.make_doc(doc.text) for doc in gold_docs(spacy.blank("en"), gold_path)]
-        out = []
-        for i in range(0, len(docs), 256):
-            batch = docs[i : i + 256]
-            for name_, proc in nlp.pipeline:
-                if name_ != "spancat":
-                    batch = list(proc.pipe(batch))
-            indices, scores = pipe.predict(batch)
-            scores = pipe.model.ops.to_numpy(scores)
-            offset = 0
-            for n in indices.lengths:
-                n = int(n)
-                rows = pipe.model.ops.to_numpy(indices.dataXd[offset : offset + n])
-                spans = [(int(s), int(e)) for s, e in rows]
-                out.append((spans, list(pipe.labels), scores[offset : offset + n]))
-                offset += n
-        return out
-
-    def beam_candidates() -> list[tuple[list[tuple[int, int]], list[str], Any]]:
-        import beamner
-
-        docs = [nlp.make_doc(doc.text) for doc in gold_docs(spacy.blank("en"), gold_path)]
-        return [
-            (d.spans, list(d.labels), d.probabilities)
-            for d in beamner.span_distributions(
-                nlp, docs, beam_width=width, beam_density=density, normalize=normalize
-            )
-        ]
-
-    return spancat_candidates if name == "spancat_singlelabel" else beam_candidates
-
-
-def summarize(results: dict[str, Any]) -> dict[str, Any]:
-    """Mean and standard deviation over the seeds finished so far."""
-    fields = {
-        "train_seconds": lambda tr, te: tr["train_seconds"],
-        "span_f1": lambda tr, te: te["spacy_scorer"][f"spans_{KEY}_f"],
-        "span_p": lambda tr, te: te["spacy_scorer"][f"spans_{KEY}_p"],
-        "span_r": lambda tr, te: te["spacy_scorer"][f"spans_{KEY}_r"],
-        "ece_predicted": lambda tr, te: te["predicted"]["ece"],
-        "ece_negative": lambda tr, te: te["negative"]["ece"],
-        "words_per_cpu_second": lambda tr, te: te["words_per_cpu_second"],
-        "train_cpu_seconds": lambda tr, te: tr["train_cpu_seconds"],
-    }
-    out: dict[str, Any] = {}
-    for name in MODELS:
-        keys = [k for k in results.get("train", {}) if k.rsplit(" seed ", 1)[0] == name]
-        row: dict[str, Any] = {}
-        for field, get in fields.items():
-            values = []
-            for k in keys:
-                try:
-                    values.append(float(get(results["train"][k], results.get("test", {}).get(k))))
-                except (KeyError, TypeError):
-                    continue
-            if values:
-                v = numpy.asarray(values)
-                row[field] = {"mean": float(v.mean()), "std": float(v.std()), "n": len(v)}
-        if row:
-            out[name] = row
+def spancat_candidates(nlp: spacy.Language, docs: list[Doc]) -> list[Any]:
+    """Every suggested span with spancat's softmax over its labels and the
+    negative column (``spancat_singlelabel``'s layout: labels then negative)."""
+    pipe = nlp.get_pipe("spancat")
+    out = []
+    for i in range(0, len(docs), 256):
+        batch = [d.copy() for d in docs[i : i + 256]]
+        indices, scores = pipe.predict(batch)
+        scores = pipe.model.ops.to_numpy(scores)
+        rows = pipe.model.ops.to_numpy(indices.dataXd)
+        offset = 0
+        for n in indices.lengths:
+            n = int(n)
+            out.append((rows[offset : offset + n], list(pipe.labels), scores[offset : offset + n]))
+            offset += n
     return out
 
 
-def markdown_table(results: dict[str, Any]) -> str:
-    """The README table: mean ± std over the seeds of each model."""
-    summary = results["summary"]
-    cols = [
-        ("span P", "span_p", 3),
-        ("span R", "span_r", 3),
-        ("span F1", "span_f1", 3),
-        ("ECE (predicted label)", "ece_predicted", 3),
-        ("ECE (no entity)", "ece_negative", 3),
-        ("train CPU s", "train_cpu_seconds", 0),
-        ("nlp.pipe words / CPU s", "words_per_cpu_second", 0),
+def best_parse_spans(predicted: Sequence[Doc], candidates: Sequence[Any]) -> list[list[Any]]:
+    """The best parse's entities, each with its beam marginal probability."""
+    out = []
+    for doc, (spans, labels, dist) in zip(predicted, candidates):
+        row_of = {(int(s), int(e)): r for r, (s, e) in enumerate(spans)}
+        column_of = {label: j for j, label in enumerate(labels)}
+        out.append(
+            [
+                (
+                    e.start,
+                    e.end,
+                    e.label_,
+                    float(dist[row_of[(e.start, e.end)], column_of[e.label_]]),
+                )
+                for e in doc.ents
+            ]
+        )
+    return out
+
+
+def group_spans(predicted: Sequence[Doc]) -> list[list[Any]]:
+    """``doc.spans[KEY]`` with the probabilities in ``attrs["scores"]``."""
+    out = []
+    for doc in predicted:
+        group = doc.spans.get(KEY, [])
+        scores = numpy.asarray(
+            group.attrs.get("scores", []) if len(group) else [], dtype=numpy.float64
+        )
+        out.append(
+            [(s.start, s.end, s.label_, float(p)) for s, p in zip(group, scores.reshape(-1))]
+        )
+    return out
+
+
+def read_rows(name: str) -> list[tuple[str, str | None, str]]:
+    """(row name, beam normalization or None for spancat, "best parse" |
+    "marginal" | "spancat") of each read of a trained model."""
+    if name not in BEAM_READS:
+        return [(name, None, "spancat")]
+    return [
+        (f"{name}, {normalize}, {read}", normalize, read)
+        for normalize in BEAM_READS[name]
+        for read in ("best parse", "marginal")
     ]
+
+
+def evaluate_all(corpus: str, seeds: list[int]) -> None:
+    import beamner
+    from beamner.evaluation.spans import span_metrics
+
+    path = results_path(corpus)
+    results = load_results(path)
+    gold = gold_docs(spacy.blank("en"), sentences(corpus)["test"])
+    truth = [{(e.start, e.end, e.label_) for e in doc.ents} for doc in gold]
+    n_words = sum(len(doc) for doc in gold)
+    for key, run in sorted(results["train"].items()):
+        name = key.rsplit(" seed ", 1)[0]
+        if run["seed"] not in seeds:
+            continue
+        for row, normalize, read in read_rows(name):
+            row_key = f"{row} seed {run['seed']}"
+            if row_key in results["test"]:
+                continue  # measured by an earlier run of this stage
+            nlp = spacy.load(ROOT / run["model"] / "model-best")
+            if normalize is not None:
+                beamner.accelerate(
+                    nlp,
+                    beam_width=WIDTH,
+                    beam_density=DENSITY,
+                    normalize=normalize,
+                    spans_key=KEY,
+                    spans_layout="singlelabel",
+                    spans_allow_overlap=False,
+                )
+            docs = test_docs(nlp, gold)
+            predicted, cpu = timed_pipe(nlp, docs)
+            if normalize is None:
+                candidates = spancat_candidates(nlp, docs)
+                spans = group_spans(predicted)
+            else:
+                candidates = [
+                    (d.spans, list(d.labels), d.probabilities)
+                    for d in beamner.span_distributions(
+                        nlp,
+                        [d.copy() for d in docs],
+                        beam_width=WIDTH,
+                        beam_density=DENSITY,
+                        normalize=normalize,
+                    )
+                ]
+                spans = (
+                    best_parse_spans(predicted, candidates)
+                    if read == "best parse"
+                    else group_spans(predicted)
+                )
+            report = span_metrics(spans, truth, candidates)
+            results["test"][row_key] = {
+                "row": row,
+                "trained": key,
+                "seed": run["seed"],
+                "pipe_cpu_seconds": cpu,
+                "words_per_cpu_second": n_words / cpu,
+                **report,
+            }
+            print(
+                f"{corpus} {row_key}: F1 {report['spans']['f1']:.3f} "
+                f"ECE {report['predicted']['ece']:.3f} {n_words / cpu:.0f} words/CPU-s",
+                flush=True,
+            )
+            save_results(results, path)
+
+
+#: The table's columns: header, how to read a value from (train, test) records, digits.
+COLUMNS: list[tuple[str, Callable[[dict[str, Any], dict[str, Any]], Any], int]] = [
+    ("span P", lambda tr, te: te["spans"]["precision"], 3),
+    ("span R", lambda tr, te: te["spans"]["recall"], 3),
+    ("span F1", lambda tr, te: te["spans"]["f1"], 3),
+    ("ECE predicted label", lambda tr, te: te["predicted"]["ece"], 3),
+    ("ECE candidates p>=0.1", lambda tr, te: te["candidate_labels"]["ece"], 3),
+    ("precision p>=0.9", lambda tr, te: te["predicted"]["precision_p90"], 3),
+    ("gold spans among candidates", lambda tr, te: te["negative"]["gold_span_share"], 3),
+    ("steps", lambda tr, te: tr["steps"], 0),
+    ("best dev step", lambda tr, te: tr["best_step"], 0),
+    ("train CPU s", lambda tr, te: tr["train_cpu_seconds"], 0),
+    ("words / CPU s", lambda tr, te: te["words_per_cpu_second"], 0),
+]
+
+
+def summarize(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per read, mean and standard deviation over the seeds measured so far."""
+    rows: dict[str, dict[str, list[float]]] = {}
+    for record in results.get("test", {}).values():
+        train = results["train"][record["trained"]]
+        row = rows.setdefault(record["row"], {})
+        for header, get, _ in COLUMNS:
+            value = get(train, record)
+            if value is not None:
+                row.setdefault(header, []).append(float(value))
+    return {
+        name: {
+            header: {
+                "mean": float(numpy.mean(values)),
+                "std": float(numpy.std(values)),
+                "n": len(values),
+            }
+            for header, values in row.items()
+        }
+        for name, row in rows.items()
+    }
+
+
+def markdown_table(corpus: str) -> str:
+    """The README table of one corpus: mean ± std over its seeds."""
+    results = load_results(results_path(corpus))
+    summary = summarize(results)
     lines = [
-        "| model | " + " | ".join(c for c, _, _ in cols) + " |",
-        "|---|" + "---:|" * len(cols),
+        f"{corpus}: " + ", ".join(f"{k} {v}" for k, v in sorted(seeds_of(results).items())),
+        "",
+        "| model, read | " + " | ".join(h for h, _, _ in COLUMNS) + " |",
+        "|---|" + "---:|" * len(COLUMNS),
     ]
     for name, row in summary.items():
         cells = []
-        for _, field, digits in cols:
-            v = row.get(field)
+        for header, _, digits in COLUMNS:
+            v = row.get(header)
             cells.append("-" if v is None else f"{v['mean']:.{digits}f} ± {v['std']:.{digits}f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def seeds_of(results: dict[str, Any]) -> dict[str, str]:
+    """Per trained model, the seeds measured and how each run stopped."""
+    out: dict[str, list[str]] = {}
+    for key, run in sorted(results["train"].items()):
+        name = key.rsplit(" seed ", 1)[0]
+        out.setdefault(name, []).append(
+            f"seed {run['seed']}: {run['steps']} steps, best {run['best_step']}, "
+            f"{run['stopped_by']}"
+        )
+    return {name: "(" + "; ".join(runs) + ")" for name, runs in out.items()}
+
+
+def markdown_tables() -> str:
+    return "\n\n".join(markdown_table(c) for c in CORPORA if results_path(c).exists())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("stage", choices=["train", "evaluate", "report", "table"])
+    parser.add_argument("stage", choices=["train", "evaluate", "table"])
+    parser.add_argument("--corpus", choices=CORPORA, default="wnut17")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--max-steps", type=int, default=1000)
-    parser.add_argument("--beam-width", type=int, default=WIDTH)
-    parser.add_argument("--beam-density", type=float, default=DENSITY)
-    parser.add_argument(
-        "--record",
-        type=Path,
-        default=RESULTS,
-        help="where train/evaluate record their runs: the results file, or "
-        "span_distributions.{train,test}-*.json beside it for processes working on other "
-        "seeds in parallel (evaluate and report merge them)",
-    )
     args = parser.parse_args()
     if args.stage == "train":
-        train_all(args.seeds, args.max_steps, args.record)
+        train_all(args.corpus, args.seeds)
     elif args.stage == "evaluate":
-        evaluate_all(args.beam_width, args.beam_density, args.seeds, args.record)
-    elif args.stage == "report":
-        save_results(merged())
+        evaluate_all(args.corpus, args.seeds)
     else:
-        print(markdown_table(load_results()))
+        print(markdown_tables())
 
 
 if __name__ == "__main__":

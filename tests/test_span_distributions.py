@@ -357,6 +357,14 @@ def test_span_metrics_counts_and_calibration() -> None:
     # Negative column: 0.1 (gold), 0.1 (gold), 0.9 (not), 0.05 (gold), 0.8 (not).
     assert neg["n"] == 5 and neg["n_gold_spans_among_candidates"] == 3
     assert neg["brier"] == pytest.approx((0.01 + 0.01 + 0.01 + 0.0025 + 0.04) / 5)
+    assert neg["gold_span_share"] == pytest.approx(3 / 3)
+    # Every (span, label) with p >= 0.1: A .9 (gold), A .6 (not), B .3 (gold), B .1 (not),
+    # A .95 (gold), B .2 (not).
+    labels = report["candidate_labels"]
+    assert labels["n"] == 6 and labels["precision_p90"] == 1.0 and labels["n_p90"] == 2
+    assert labels["brier"] == pytest.approx(
+        (0.1**2 + 0.6**2 + 0.7**2 + 0.1**2 + 0.05**2 + 0.2**2) / 6
+    )
     # A label map renames labels and moves unmapped labels' mass to "no entity".
     mapped = span_metrics(predicted, gold, cands, label_map={"A": "A"})
     assert mapped["spans"]["precision"] == pytest.approx(2 / 3)

@@ -32,7 +32,14 @@ from beamner.probabilities.calibration import (
     reliability_table,
 )
 
-__all__ = ["SpanStats", "calibration_summary", "evaluate_spans", "span_metrics", "span_report"]
+__all__ = [
+    "SpanStats",
+    "calibration_summary",
+    "candidate_label_calibration",
+    "evaluate_spans",
+    "span_metrics",
+    "span_report",
+]
 
 Entity = tuple[int, int, str]
 #: One doc's candidates: spans (n, 2), label names, probabilities (n, labels + 1).
@@ -111,7 +118,38 @@ def span_metrics(
         y = numpy.concatenate(neg_truth) if neg_truth else numpy.zeros(0, dtype=bool)
         report["negative"] = calibration_summary(p, y, n_bins)
         report["negative"]["n_gold_spans_among_candidates"] = int((~y).sum())
+        report["negative"]["gold_span_share"] = int((~y).sum()) / n_gold if n_gold else None
+        report["candidate_labels"] = candidate_label_calibration(
+            candidates, gold, label_map=label_map, n_bins=n_bins
+        )
     return report
+
+
+def candidate_label_calibration(
+    candidates: Sequence[Candidates],
+    gold: Sequence[set[Entity]],
+    *,
+    label_map: dict[str, str] | None = None,
+    min_probability: float = 0.1,
+    n_bins: int = 10,
+) -> dict[str, Any]:
+    """Calibration of every (candidate span, label) probability >=
+    ``min_probability`` (correct: that span with that label is gold): the
+    labels a user would read off the distributions, not only the winners."""
+    probs: list[float] = []
+    correct: list[bool] = []
+    for (spans, labels, dist), truth in zip(candidates, gold):
+        dist = numpy.asarray(dist, dtype=numpy.float64)
+        for j, label in enumerate(labels):
+            if label_map is not None:
+                if label not in label_map:
+                    continue
+                label = label_map[label]
+            for row in numpy.flatnonzero(dist[:, j] >= min_probability) if len(dist) else ():
+                start, end = int(spans[row][0]), int(spans[row][1])
+                probs.append(float(dist[row, j]))
+                correct.append((start, end, label) in truth)
+    return calibration_summary(probs, correct, n_bins)
 
 
 def span_report(
