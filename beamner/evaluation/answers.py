@@ -30,7 +30,7 @@ from beamner.engine.settings import BeamSettings
 from beamner.io.records import InputError, read_json_objects
 from beamner.probabilities.answered import LabelledCandidates
 from beamner.probabilities.beams import beam_docs
-from beamner.teach.answers import Answer, AnswerSpan, doc_span, parse_answer
+from beamner.teach.answers import Answer, SpanAnswers, doc_span, keep_last, parse_answer
 from beamner.teach.sampling import answer_weight
 from beamner.teach.tasks import preset_tokens
 
@@ -54,18 +54,28 @@ def read_weighted_answers(path: str | os.PathLike[str]) -> Iterator[tuple[Answer
 
 @dataclass
 class AnswerCounts:
-    """What :func:`score_answers` read and used."""
+    """What :func:`score_answers` read and used. Unlike
+    :class:`~beamner.teach.answers.MergeReport`'s counts of the same names,
+    ``n_accept`` and ``n_reject`` count spans, not answers."""
 
+    #: Answers read, and the ``ignore`` ones among them.
     n_lines: int = 0
     n_ignore: int = 0
+    #: Spans of the accept and reject answers, overridden ones included.
     n_spans: int = 0
+    #: Spans scored (the last answer about each): accepted, rejected.
     n_accept: int = 0
     n_reject: int = 0
+    #: Span answers a later answer about the same span replaced.
     n_overridden: int = 0
+    #: Spans scored whose answer has no ``meta.inclusion_probability`` (weight 1).
     n_unweighted: int = 0
+    #: Spans left out: a label the model does not have; touching a preset entity.
     n_unknown_label: int = 0
     n_preset: int = 0
+    #: Spans scored that no parse of the beam holds (p = 0).
     n_not_in_beam: int = 0
+    #: Texts (with their answers' tokens, if any) with a span answered.
     texts: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -88,21 +98,15 @@ def score_answers(
     known = set(pipe.labels)
     counts = AnswerCounts()
     # Last answer per (text, span) wins; texts in order of first answer.
-    by_text: dict[tuple[str, Any], dict[tuple[Any, ...], tuple[Answer, AnswerSpan, float | None]]]
-    by_text = {}
+    by_text: dict[tuple[str, Any], SpanAnswers[float | None]] = {}
     for answer, weight in read_weighted_answers(path):
         counts.n_lines += 1
         if answer.answer == "ignore":
             counts.n_ignore += 1
             continue
         key = (answer.text, None if answer.words is None else tuple(answer.words))
-        spans = by_text.setdefault(key, {})
-        for span in answer.spans:
-            counts.n_spans += 1
-            if span.key in spans:
-                counts.n_overridden += 1
-                del spans[span.key]
-            spans[span.key] = (answer, span, weight)
+        counts.n_spans += len(answer.spans)
+        counts.n_overridden += keep_last(by_text.setdefault(key, {}), answer, weight)
     items = [(k, v) for k, v in by_text.items() if v]
     counts.texts = len(items)
     inputs = [

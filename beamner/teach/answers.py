@@ -62,7 +62,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from spacy.language import Language
 from spacy.pipeline._parser_internals.ner import BiluoGold
@@ -78,10 +78,12 @@ __all__ = [
     "Answer",
     "AnswerSpan",
     "MergeReport",
+    "SpanAnswers",
     "TextAnswers",
     "build_examples",
     "doc_span",
     "examples_by_text",
+    "keep_last",
     "merge_answers",
     "parse_answer",
     "predicted_docs",
@@ -268,6 +270,26 @@ def _overlaps(a: AnswerSpan, b: AnswerSpan) -> bool:
     return False  # mixed offsets: checked on tokens in build_examples
 
 
+T = TypeVar("T")
+
+#: The last answer about each span of a text: span key -> (answer, span, what
+#: came with the answer), in the order of the last answers (:func:`keep_last`).
+SpanAnswers = dict[tuple[Any, ...], tuple[Answer, AnswerSpan, T]]
+
+
+def keep_last(spans: SpanAnswers[T], answer: Answer, extra: T) -> int:
+    """Put each span of ``answer`` (with ``extra``) last in ``spans``, replacing an
+    earlier answer about it: the last answer about a span wins (an undo or a
+    changed mind). Returns how many earlier answers it overrode."""
+    n_overridden = 0
+    for span in answer.spans:
+        if span.key in spans:
+            n_overridden += 1
+            del spans[span.key]  # re-inserted last: order of the last answer
+        spans[span.key] = (answer, span, extra)
+    return n_overridden
+
+
 def merge_answers(
     answers: Iterable[Answer | dict[str, Any]], labels: Iterable[str] | None = None
 ) -> tuple[list[TextAnswers], MergeReport]:
@@ -276,7 +298,7 @@ def merge_answers(
     conflicts; rejected ones are dropped silently: the model cannot predict them)."""
     known = None if labels is None else set(labels)
     report = MergeReport()
-    by_text: dict[int, tuple[TextAnswers, dict[tuple[Any, ...], tuple[str, AnswerSpan]]]] = {}
+    by_text: dict[int, tuple[TextAnswers, SpanAnswers[None]]] = {}
     for item in answers:
         ans = item if isinstance(item, Answer) else parse_answer(item)
         report.n_answers += 1
@@ -291,15 +313,11 @@ def merge_answers(
         text_answers, decisions = by_text[ih]
         if text_answers.words is None and ans.words is not None:
             text_answers.words, text_answers.spaces = ans.words, ans.spaces
-        for span in ans.spans:
-            if span.key in decisions:
-                report.n_overridden += 1
-                del decisions[span.key]  # re-inserted last: order of the last answer
-            decisions[span.key] = (ans.answer, span)
+        report.n_overridden += keep_last(decisions, ans, None)
     merged = []
     for text_answers, decisions in by_text.values():
-        accepted = [s for a, s in decisions.values() if a == "accept"]
-        rejected = [s for a, s in decisions.values() if a == "reject"]
+        accepted = [s for a, s, _ in decisions.values() if a.answer == "accept"]
+        rejected = [s for a, s, _ in decisions.values() if a.answer == "reject"]
         bad = {
             i
             for i, a in enumerate(accepted)

@@ -4,6 +4,7 @@ Contract of :class:`TeachSession` (what a server builds on)
 -----------------------------------------------------------
 
 Task options (``order``, ``buffer``, ``batch_size``, ``threshold``,
+``fmt``: :class:`~beamner.teach.tasks.StreamArgs`, passed on as given; and
 ``seed``): :class:`beamner.teach.tasks.TaskStream`.
 ``beam_width``, ``beam_density``, ``normalize``: the beam the tasks are
 scored with (:attr:`TeachSession.settings`, a
@@ -102,7 +103,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spacy.language import Language
 from thinc.api import fix_random_seed, set_dropout_rate
@@ -119,7 +120,10 @@ from beamner.teach.answers import (
     parse_answer,
 )
 from beamner.teach.sampling import answered_precision
-from beamner.teach.tasks import Source, TaskStream
+from beamner.teach.tasks import Source, StreamArgs, TaskStream
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "DEFAULT_LEARN_RATE",
@@ -248,7 +252,9 @@ def train_answers(
 
 class TeachSession:
     """Serve candidate-entity tasks and learn from yes/no answers (see the module
-    docstring for the full contract and the locking model)."""
+    docstring for the full contract and the locking model). ``stream_options``
+    (:class:`~beamner.teach.tasks.StreamArgs`) go to the
+    :class:`~beamner.teach.tasks.TaskStream` as given."""
 
     def __init__(
         self,
@@ -256,20 +262,16 @@ class TeachSession:
         source: Source,
         labels: Sequence[str],
         *,
-        order: str = "uncertainty",
-        buffer: int = 64,
-        batch_size: int = 16,
         beam_width: int = _DEFAULTS.width,
         beam_density: float = _DEFAULTS.density,
-        threshold: float = 0.05,
         update_width: int | None = None,
         update_batch: int = 16,
         learn_rate: float | None = DEFAULT_LEARN_RATE,
         drop: float = 0.1,
         seed: int = 0,
-        fmt: str = "auto",
         normalize: str | None = _DEFAULTS.normalize,
         incorrect_spans_key: str = DEFAULT_NEG_KEY,
+        **stream_options: Unpack[StreamArgs],
     ) -> None:
         self.nlp = nlp
         #: The beam the tasks are scored with and the saved pipeline serves.
@@ -291,16 +293,12 @@ class TeachSession:
             nlp,
             source,
             labels,
-            order=order,
-            buffer=buffer,
-            batch_size=batch_size,
             beam_width=self.settings.width,
             beam_density=self.settings.density,
-            threshold=threshold,
-            seed=seed,
-            fmt=fmt,
             normalize=self.settings.normalize,
+            seed=seed,
             score_lock=self._model_lock,
+            **stream_options,
         )
         self.optimizer = nlp.create_optimizer()  # type: ignore[no-untyped-call]
         if learn_rate is not None:

@@ -45,7 +45,7 @@ import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, TypedDict, Union
 
 from spacy.language import Language
 from spacy.tokens import Doc
@@ -64,6 +64,7 @@ __all__ = [
     "BAD_LINES_KEPT",
     "ORDERS",
     "Source",
+    "StreamArgs",
     "TaskStream",
     "input_hash",
     "make_task",
@@ -84,6 +85,19 @@ BAD_LINES_KEPT = 10
 Source = Union[str, "os.PathLike[str]", Iterable[str | Record | dict[str, Any]]]
 
 Candidate = tuple[int, int, str]  # token start, token end (exclusive), label
+
+
+class StreamArgs(TypedDict, total=False):
+    """Keyword options of a :class:`TaskStream` that
+    :class:`~beamner.teach.session.TeachSession` passes to it as given (their
+    meaning and defaults: :class:`TaskStream`; the session decides the beam and
+    the seed itself)."""
+
+    order: str
+    buffer: int
+    batch_size: int
+    threshold: float
+    fmt: str
 
 
 def _hash53(payload: Any) -> int:
