@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -20,9 +19,13 @@ from beamner.cli.options import (
     OptStr,
     Overwrite,
     fail,
+    forward,
+    fraction,
+    output_option,
     user_errors,
+    write_json,
 )
-from beamner.io.atomic import atomic_write_text, check_output
+from beamner.io.atomic import check_output
 
 
 def threshold_cmd(
@@ -30,19 +33,12 @@ def threshold_cmd(
     answers: Annotated[
         str, typer.Argument(help="Yes/no answers: accept/reject JSONL, as teach-update reads.")
     ],
-    output: Annotated[
-        Path,
-        typer.Option("--output", "-o", help="Where to save the pipeline serving the threshold."),
-    ],
+    output: Annotated[Path, output_option("Where to save the pipeline serving the threshold.")],
     precision: Annotated[
-        float,
-        typer.Option("--precision", min=0.0, max=1.0, help="Target precision (0 < P < 1)."),
+        float, fraction("--precision", help="Target precision (0 < P < 1).")
     ] = 0.9,
     confidence: Annotated[
-        float,
-        typer.Option(
-            "--confidence", min=0.0, max=1.0, help="Confidence of the guarantee (0 < C < 1)."
-        ),
+        float, fraction("--confidence", help="Confidence of the guarantee (0 < C < 1).")
     ] = 0.9,
     normalize: Annotated[
         str,
@@ -83,26 +79,11 @@ def threshold_cmd(
     with user_errors():
         check_output(report, [model, answers, output, batch], overwrite=overwrite)
         try:
-            result = threshold(
-                model,
-                answers,
-                output,
-                precision=precision,
-                confidence=confidence,
-                beam_width=beam_width,
-                beam_density=beam_density,
-                normalize=normalize,
-                batch=batch,
-                batch_format=batch_format,
-                batch_size=batch_size,
-                gpu_id=gpu_id,
-                overwrite=overwrite,
-            )
+            result = forward(threshold, locals(), model, answers, output)
         except NoThresholdError as err:
             for note in err.result["notes"]:
                 typer.echo(f"note: {note}", err=True)
-            if report is not None:
-                atomic_write_text(report, json.dumps(err.result, indent=2) + "\n")
+            write_json(report, err.result)
             fail(err)
     for note in result["notes"]:
         typer.echo(f"note: {note}")
@@ -123,5 +104,4 @@ def threshold_cmd(
             f"{result['batch']['n_entities']} entities above the threshold"
         )
     typer.echo(f"saved {output}")
-    if report is not None:
-        atomic_write_text(report, json.dumps(result, indent=2) + "\n")
+    write_json(report, result)

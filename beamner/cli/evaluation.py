@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,10 +25,37 @@ from beamner.cli.options import (
     Progress,
     SentencesPerDoc,
     SkipInvalid,
+    count,
+    forward,
+    fraction,
+    output_option,
     user_errors,
+    write_json,
 )
-from beamner.io.atomic import atomic_write_text, check_output
+from beamner.io.atomic import check_output
 from beamner.io.records import plural
+
+#: compare's and ab-score's intervals.
+Confidence = Annotated[
+    float, typer.Option("--confidence", min=0.5, max=0.999, help="Interval confidence level.")
+]
+
+
+def model_label_map_option(side: str, example: str = "") -> Any:
+    """``--label-map-a`` or ``--label-map-b``: the label map of one model of the two."""
+    return typer.Option(
+        f"--label-map-{side.lower()}", help=f"Label map for model {side} only{example}."
+    )
+
+
+def model_label_maps(
+    label_map: str | None, label_map_a: str | None, label_map_b: str | None
+) -> dict[str, str | None]:
+    """Each model's label map: its own (--label-map-a, --label-map-b), else --label-map."""
+    return {
+        "label_map_a": label_map if label_map_a is None else label_map_a,
+        "label_map_b": label_map if label_map_b is None else label_map_b,
+    }
 
 
 def evaluate_cmd(
@@ -57,7 +83,7 @@ def evaluate_cmd(
     ] = NORMALIZE_DEFAULT,
     label_map: LabelMap = None,
     sentences_per_doc: SentencesPerDoc = 1,
-    n_bins: Annotated[int, typer.Option("--bins", min=1, help="Calibration bins.")] = 10,
+    n_bins: Annotated[int, count("--bins", help="Calibration bins.")] = 10,
     batch_size: BatchSize = 128,
     gpu_id: GpuId = -1,
     fmt: GoldFormat = "auto",
@@ -72,21 +98,7 @@ def evaluate_cmd(
     from beamner.evaluation.evaluate import evaluate
 
     with user_errors():
-        report = evaluate(
-            model,
-            data,
-            beam_widths=beam_widths,
-            beam_density=beam_density,
-            normalize=normalize,
-            fmt=fmt,
-            sentences_per_doc=sentences_per_doc,
-            label_map=label_map,
-            n_bins=n_bins,
-            batch_size=batch_size,
-            output_dir=output_dir,
-            gpu_id=gpu_id,
-            progress=progress,
-        )
+        report = forward(evaluate, locals(), model, data)
     typer.echo(
         f"{report['n_docs']} docs, {report['n_gold_entities']} gold entities, "
         f"temperature {report['temperature']:.4g}, "
@@ -141,18 +153,12 @@ def _echo_span_rows(rows: list[dict[str, Any]]) -> None:
 def calibrate_cmd(
     model: Model,
     data: Annotated[str, typer.Argument(help="Gold data to fit the calibration on.")],
-    output: Annotated[
-        Path, typer.Option("--output", "-o", help="Where to save the calibrated pipeline.")
-    ],
+    output: Annotated[Path, output_option("Where to save the calibrated pipeline.")],
     eval_data: Annotated[
-        OptStr,
-        typer.Option("--eval-data", help="Held-out gold data for the before/after report."),
+        OptStr, typer.Option("--eval-data", help="Held-out gold data for the before/after report.")
     ] = None,
     holdout: Annotated[
-        float,
-        typer.Option(
-            "--holdout", min=0.0, max=1.0, help="Without --eval-data: report on this last part."
-        ),
+        float, fraction("--holdout", help="Without --eval-data: report on this last part.")
     ] = 0.5,
     method: Annotated[
         str,
@@ -215,19 +221,7 @@ def calibrate_cmd(
     if fmt == "answers":
         with user_errors():
             check_output(report, [model, data, output], overwrite=overwrite)
-            result = calibrate_answers(
-                model,
-                data,
-                output,
-                method=method,
-                per_label=per_label,
-                beam_width=beam_width,
-                beam_density=beam_density,
-                normalize=normalize,
-                batch_size=batch_size,
-                gpu_id=gpu_id,
-                overwrite=overwrite,
-            )
+            result = forward(calibrate_answers, locals(), model, data, output)
         ans = result["answers"]
         typer.echo(
             f"{result['method']} ({result['why']}; {ans['n_accept']} accepted, "
@@ -248,31 +242,12 @@ def calibrate_cmd(
             )
             typer.echo(f"  {key:<13} {before} -> {after} (cross-fitted {held})")
         typer.echo(f"saved {output}")
-        if report is not None:
-            atomic_write_text(report, json.dumps(result, indent=2) + "\n")
+        write_json(report, result)
         return
     with user_errors():
         check_output(report, [model, data, eval_data, output], overwrite=overwrite)
-        result = calibrate(
-            model,
-            data,
-            output,
-            method="isotonic" if method == "auto" else method,
-            per_label=per_label,
-            eval_data=eval_data,
-            holdout=holdout,
-            beam_width=beam_width,
-            beam_density=beam_density,
-            normalize=normalize,
-            objective=objective,
-            fmt=fmt,
-            sentences_per_doc=sentences_per_doc,
-            label_map=label_map,
-            batch_size=batch_size,
-            gpu_id=gpu_id,
-            progress=progress,
-            overwrite=overwrite,
-        )
+        gold_method = "isotonic" if method == "auto" else method  # on gold data, auto: isotonic
+        result = forward(calibrate, locals(), model, data, output, method=gold_method)
     held = result["heldout"]
     what = (
         f"temperature {result['temperature']:.4g}"
@@ -296,8 +271,7 @@ def calibrate_cmd(
     )
     typer.echo(f"  (held-out ECE p>=0.1 with the other method: {others})")
     typer.echo(f"saved {output}")
-    if report is not None:
-        atomic_write_text(report, json.dumps(result, indent=2) + "\n")
+    write_json(report, result)
 
 
 def compare_cmd(
@@ -305,20 +279,14 @@ def compare_cmd(
     model_b: Annotated[str, typer.Argument(help="Model B: package or path.")],
     data: Annotated[str, typer.Argument(help="Gold data: CoNLL/IOB, .spacy or JSONL with spans.")],
     label_map: LabelMap = None,
-    label_map_a: Annotated[
-        OptStr, typer.Option("--label-map-a", help="Label map for model A only (PRED=GOLD,...).")
-    ] = None,
-    label_map_b: Annotated[
-        OptStr, typer.Option("--label-map-b", help="Label map for model B only (PRED=GOLD,...).")
-    ] = None,
+    label_map_a: Annotated[OptStr, model_label_map_option("A", " (PRED=GOLD,...)")] = None,
+    label_map_b: Annotated[OptStr, model_label_map_option("B", " (PRED=GOLD,...)")] = None,
     n_resamples: Annotated[
-        int, typer.Option("--resamples", min=1, help="Bootstrap resamples of the documents.")
+        int, count("--resamples", help="Bootstrap resamples of the documents.")
     ] = 1000,
-    confidence: Annotated[
-        float, typer.Option("--confidence", min=0.5, max=0.999, help="Interval confidence level.")
-    ] = 0.95,
+    confidence: Confidence = 0.95,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
-    output: Annotated[OptPath, typer.Option("--output", "-o", help="Full report as JSON.")] = None,
+    output: Annotated[OptPath, output_option("Full report as JSON.")] = None,
     sentences_per_doc: SentencesPerDoc = 1,
     batch_size: BatchSize = 128,
     gpu_id: GpuId = -1,
@@ -334,19 +302,9 @@ def compare_cmd(
 
     with user_errors():
         check_output(output, [model_a, model_b, data], overwrite=overwrite)
-        report = compare(
-            model_a,
-            model_b,
-            data,
-            label_map_a=label_map_a if label_map_a is not None else label_map,
-            label_map_b=label_map_b if label_map_b is not None else label_map,
-            fmt=fmt,
-            sentences_per_doc=sentences_per_doc,
-            n_resamples=n_resamples,
-            confidence_level=confidence,
-            seed=seed,
-            batch_size=batch_size,
-            gpu_id=gpu_id,
+        maps = model_label_maps(label_map, label_map_a, label_map_b)
+        report = forward(
+            compare, locals(), model_a, model_b, data, confidence_level=confidence, **maps
         )
     pct = f"{confidence:.0%}"
     typer.echo(
@@ -367,8 +325,8 @@ def compare_cmd(
             f"{a['recall']:6.3f} {b['recall']:6.3f} {a['f1']:6.3f} {b['f1']:6.3f}  "
             f"{interval:<26} {d['b_not_better']:5.3f}"
         )
+    write_json(output, report)
     if output is not None:
-        atomic_write_text(output, json.dumps(report, indent=2) + "\n")
         typer.echo(f"wrote {output}")
 
 
@@ -376,18 +334,14 @@ def ab_tasks_cmd(
     model_a: Annotated[str, typer.Argument(help="Model A: package or path.")],
     model_b: Annotated[str, typer.Argument(help="Model B: package or path.")],
     source: Annotated[str, typer.Argument(help="JSONL ({'text': ...}), plain text or .spacy.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="JSONL tasks to write.")],
+    output: Annotated[Path, output_option("JSONL tasks to write.")],
     key: Annotated[
         OptPath,
         typer.Option("--key", help="Where the side mapping goes (default: TASKS.key.jsonl)."),
     ] = None,
     label_map: LabelMap = None,
-    label_map_a: Annotated[
-        OptStr, typer.Option("--label-map-a", help="Label map for model A only.")
-    ] = None,
-    label_map_b: Annotated[
-        OptStr, typer.Option("--label-map-b", help="Label map for model B only.")
-    ] = None,
+    label_map_a: Annotated[OptStr, model_label_map_option("A")] = None,
+    label_map_b: Annotated[OptStr, model_label_map_option("B")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the side shuffle.")] = 0,
     batch_size: BatchSize = 64,
     gpu_id: GpuId = -1,
@@ -403,20 +357,9 @@ def ab_tasks_cmd(
     from beamner.evaluation.ab import ab_tasks
 
     with user_errors():
-        summary = ab_tasks(
-            model_a,
-            model_b,
-            source,
-            output,
-            key_output=key,
-            label_map_a=label_map_a if label_map_a is not None else label_map,
-            label_map_b=label_map_b if label_map_b is not None else label_map,
-            fmt=fmt,
-            seed=seed,
-            batch_size=batch_size,
-            skip_invalid=skip_invalid,
-            gpu_id=gpu_id,
-            overwrite=overwrite,
+        maps = model_label_maps(label_map, label_map_a, label_map_b)
+        summary = forward(
+            ab_tasks, locals(), model_a, model_b, source, output, key_output=key, **maps
         )
     msg = (
         f"{plural(summary.written, 'task')} written ({plural(summary.n_docs, 'doc')}, "
@@ -433,10 +376,8 @@ def ab_score_cmd(
     key: Annotated[
         OptPath, typer.Option("--key", help="The key file (default: TASKS.key.jsonl).")
     ] = None,
-    confidence: Annotated[
-        float, typer.Option("--confidence", min=0.5, max=0.999, help="Interval confidence level.")
-    ] = 0.95,
-    output: Annotated[OptPath, typer.Option("--output", "-o", help="Result as JSON.")] = None,
+    confidence: Confidence = 0.95,
+    output: Annotated[OptPath, output_option("Result as JSON.")] = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Tally blind A/B answers: preferences per model, share for B with a Wilson interval."""
@@ -460,5 +401,4 @@ def ab_score_cmd(
             f"[{result['preference_b_low']:.3f}, {result['preference_b_high']:.3f}] "
             f"({confidence:.0%} Wilson), exact binomial p = {result['p_value']:.4g}"
         )
-    if output is not None:
-        atomic_write_text(output, json.dumps(result, indent=2) + "\n")
+    write_json(output, result)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import importlib
 from typing import Annotated, Any
 
@@ -24,7 +23,11 @@ from beamner.cli.options import (
     Overwrite,
     Progress,
     SkipInvalid,
+    count,
+    fraction,
+    output_option,
     user_errors,
+    with_options,
 )
 from beamner.cluster.engine import DEFAULT_CONNECT_TIMEOUT
 from beamner.io.records import plural
@@ -37,16 +40,39 @@ ClusterTimeout = Annotated[
         help="Seconds a --cluster scheduler has to accept and answer before the job gives up.",
     ),
 ]
+Resume = Annotated[
+    bool, typer.Option("--resume", help="Skip as many inputs as OUTPUT has lines; append.")
+]
 #: Skipped lines whose reason a command prints.
 REASONS_SHOWN = 10
 
 
-def _job(name: str, cluster: str | None, timeout: float) -> Any:
-    """``beamner.jobs.<name>``, or its ``beamner.cluster`` twin bound to ``cluster``."""
+class JobCommandOptions:
+    """The options annotate and rank share (rank all but --resume), after their own."""
+
+    beam_width: BeamWidth = DEFAULTS.width
+    beam_density: BeamDensity = DEFAULTS.density
+    batch_size: BatchSize = 64
+    gpu_id: GpuId = -1
+    fmt: Format = "auto"
+    skip_invalid: SkipInvalid = False
+    resume: Resume = False
+    overwrite: Overwrite = False
+    progress: Progress = None
+    normalize: Normalize = NORMALIZE_DEFAULT
+    cluster: Cluster = None
+    cluster_timeout: ClusterTimeout = DEFAULT_CONNECT_TIMEOUT
+
+
+def _run_job(
+    name: str, *args: Any, cluster: str | None, cluster_timeout: float, **options: Any
+) -> Any:
+    """``beamner.jobs.<name>``, or its ``beamner.cluster`` twin on ``cluster``, run."""
     if cluster is None:
-        return getattr(importlib.import_module(f"beamner.jobs.{name}"), name)
+        job = getattr(importlib.import_module(f"beamner.jobs.{name}"), name)
+        return job(*args, **options)
     job = getattr(importlib.import_module("beamner.cluster"), name)
-    return functools.partial(job, cluster=cluster, connect_timeout=timeout)
+    return job(*args, cluster=cluster, connect_timeout=cluster_timeout, **options)
 
 
 def _report_invalid(summary: Any, input: str) -> list[str]:
@@ -60,34 +86,17 @@ def _report_invalid(summary: Any, input: str) -> list[str]:
     return [f"{summary.n_invalid} invalid lines skipped (lines {lines}{more})"]
 
 
+@with_options(JobCommandOptions)
 def annotate_cmd(
     model: Model,
     input: Annotated[
         str, typer.Argument(help="JSONL ({'text': ...}), plain text (a doc a line), .spacy or -.")
     ],
-    output: Annotated[
-        OptPath,
-        typer.Option("--output", "-o", help="JSONL output (default: stdout)."),
-    ] = None,
+    output: Annotated[OptPath, output_option("JSONL output (default: stdout).")] = None,
     threshold: Annotated[
-        float,
-        typer.Option("--threshold", "-t", min=0.0, max=1.0, help="Keep spans with p >= this."),
+        float, fraction("--threshold", "-t", help="Keep spans with p >= this.")
     ] = 0.1,
-    beam_width: BeamWidth = DEFAULTS.width,
-    beam_density: BeamDensity = DEFAULTS.density,
-    batch_size: BatchSize = 64,
-    gpu_id: GpuId = -1,
-    fmt: Format = "auto",
-    skip_invalid: SkipInvalid = False,
-    resume: Annotated[
-        bool,
-        typer.Option("--resume", help="Skip as many inputs as OUTPUT has lines; append."),
-    ] = False,
-    overwrite: Overwrite = False,
-    progress: Progress = None,
-    normalize: Normalize = NORMALIZE_DEFAULT,
-    cluster: Cluster = None,
-    cluster_timeout: ClusterTimeout = DEFAULT_CONNECT_TIMEOUT,
+    **options: Any,
 ) -> None:
     """Annotate texts: JSONL with 'ents' (best parse) and 'spans' (candidates with scores).
 
@@ -95,22 +104,7 @@ def annotate_cmd(
     written beside and renamed into place when the run ends.
     """
     with user_errors():
-        summary = _job("annotate", cluster, cluster_timeout)(
-            model,
-            input,
-            output,
-            fmt=fmt,
-            beam_width=beam_width,
-            beam_density=beam_density,
-            threshold=threshold,
-            batch_size=batch_size,
-            gpu_id=gpu_id,
-            skip_invalid=skip_invalid,
-            resume=resume,
-            overwrite=overwrite,
-            progress=progress,
-            normalize=normalize,
-        )
+        summary = _run_job("annotate", model, input, output, threshold=threshold, **options)
     parts = [f"{plural(summary.written, 'doc')} written"]
     if summary.skipped_resume:
         parts.append(f"{summary.skipped_resume} already in output (resumed)")
@@ -118,13 +112,11 @@ def annotate_cmd(
     typer.echo("; ".join(parts), err=True)
 
 
+@with_options(JobCommandOptions, leave_out={"resume"})
 def rank_cmd(
     model: Model,
     input: Annotated[str, typer.Argument(help="JSONL, plain text (a doc a line), .spacy or -.")],
-    output: Annotated[
-        OptPath,
-        typer.Option("--output", "-o", help="JSONL tasks (default: stdout)."),
-    ] = None,
+    output: Annotated[OptPath, output_option("JSONL tasks (default: stdout).")] = None,
     strategy: Annotated[
         str, typer.Option("--strategy", "-s", help="uncertainty, entropy or margin.")
     ] = "uncertainty",
@@ -132,24 +124,12 @@ def rank_cmd(
         str, typer.Option("--unit", help="doc (one task a doc) or entity (one task a span).")
     ] = "doc",
     top: Annotated[
-        OptInt,
-        typer.Option("--top", "-n", min=1, help="Keep only the N most uncertain tasks."),
+        OptInt, count("--top", "-n", help="Keep only the N most uncertain tasks.")
     ] = None,
     threshold: Annotated[
-        float,
-        typer.Option("--threshold", "-t", min=0.0, max=1.0, help="Spans in a task: p >= this."),
+        float, fraction("--threshold", "-t", help="Spans in a task: p >= this.")
     ] = 0.05,
-    beam_width: BeamWidth = DEFAULTS.width,
-    beam_density: BeamDensity = DEFAULTS.density,
-    batch_size: BatchSize = 64,
-    gpu_id: GpuId = -1,
-    fmt: Format = "auto",
-    skip_invalid: SkipInvalid = False,
-    overwrite: Overwrite = False,
-    progress: Progress = None,
-    normalize: Normalize = NORMALIZE_DEFAULT,
-    cluster: Cluster = None,
-    cluster_timeout: ClusterTimeout = DEFAULT_CONNECT_TIMEOUT,
+    **options: Any,
 ) -> None:
     """Rank examples for annotation, most uncertain first (like Prodigy's ner.teach).
 
@@ -157,23 +137,16 @@ def rank_cmd(
     'margin', 'uncertainty').
     """
     with user_errors():
-        summary = _job("rank", cluster, cluster_timeout)(
+        summary = _run_job(
+            "rank",
             model,
             input,
             output,
-            fmt=fmt,
             strategy=strategy,
             unit=unit,
             top=top,
-            beam_width=beam_width,
-            beam_density=beam_density,
             threshold=threshold,
-            batch_size=batch_size,
-            gpu_id=gpu_id,
-            skip_invalid=skip_invalid,
-            overwrite=overwrite,
-            progress=progress,
-            normalize=normalize,
+            **options,
         )
     typer.echo(
         "; ".join([f"{plural(summary.written, 'task')} written", *_report_invalid(summary, input)]),

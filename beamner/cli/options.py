@@ -3,18 +3,41 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import inspect
+import json
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar, get_type_hints
 
 import typer
 
 from beamner.engine.settings import CLI_NORMALIZE, MAX_BEAM_WIDTH, BeamSettings
+from beamner.io.atomic import atomic_write_text
 
 OptPath = Path | None
 OptStr = str | None
 OptInt = int | None
 OptFloat = float | None
+
+Result = TypeVar("Result")
+Command = TypeVar("Command", bound=Callable[..., None])
+
+
+# One-line option declarations: ``name: Annotated[type, helper(...)] = default``.
+def fraction(*names: str, help: str | None = None) -> Any:
+    """An option whose value is a share or a probability, in [0, 1]."""
+    return typer.Option(*names, min=0.0, max=1.0, help=help)
+
+
+def count(*names: str, help: str) -> Any:
+    """An option whose value is a number of things, at least 1."""
+    return typer.Option(*names, min=1, help=help)
+
+
+def output_option(help: str) -> Any:
+    """``--output``/``-o``: what a command writes, or where."""
+    return typer.Option("--output", "-o", help=help)
+
 
 # Shared options.
 Model = Annotated[str, typer.Argument(help="spaCy pipeline: an installed package name or a path.")]
@@ -117,3 +140,56 @@ Cluster = Annotated[
         "(tcp://host:8786), a scheduler file (.json) or local[N] for N local worker processes.",
     ),
 ]
+
+
+def with_options(group: type, *, leave_out: Collection[str] = ()) -> Callable[[Command], Command]:
+    """Gives the decorated command the options ``group`` declares, but those named in
+    ``leave_out``; the command receives them as ``**options``.
+
+    ``group`` declares each option as a command's ``def`` would, as an annotated class
+    attribute: ``name: <Annotated option type> = default``. Commands that share a group of
+    options so write it once. typer reads the command's signature: the group's options
+    are added to it, as keyword-only parameters after the command's own, in the group's
+    order (the order --help lists them in)."""
+
+    def add(command: Command) -> Command:
+        own = inspect.signature(command, eval_str=True).parameters.values()
+        kept = [p for p in own if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        added = [
+            inspect.Parameter(
+                name, inspect.Parameter.KEYWORD_ONLY, default=getattr(group, name), annotation=hint
+            )
+            for name, hint in get_type_hints(group, include_extras=True).items()
+            if name not in leave_out
+        ]
+        command.__signature__ = inspect.Signature([*kept, *added])  # type: ignore[attr-defined]
+        return command
+
+    return add
+
+
+def forward(
+    function: Callable[..., Result], options: Mapping[str, Any], /, *args: Any, **given: Any
+) -> Result:
+    """``function(*args, **given)``, with besides each of ``options`` that ``function``
+    takes as a keyword-only parameter of that name and ``given`` does not set.
+
+    For a command that wraps a library function whose keyword options are the command's
+    own parameters under the same names: the command passes its ``locals()`` and they
+    are forwarded by name, not spelled out as ``name=name`` lists. What the function does
+    not take (--report, ...) stays with the command; what it takes under another name, or
+    changed, goes in ``given``. A local the command assigns itself is forwarded too if the
+    function has a keyword of its name: give such a one in ``given``."""
+    parameters = inspect.signature(function).parameters
+    named = {
+        name: value
+        for name, value in options.items()
+        if name in parameters and parameters[name].kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    return function(*args, **(named | given))
+
+
+def write_json(path: Path | None, result: Mapping[str, Any]) -> None:
+    """``result`` as indented JSON to ``path`` (written atomically), if there is one."""
+    if path is not None:
+        atomic_write_text(path, json.dumps(result, indent=2) + "\n")

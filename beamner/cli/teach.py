@@ -15,6 +15,10 @@ from beamner.cli.options import (
     Normalize,
     OptPath,
     Overwrite,
+    count,
+    forward,
+    fraction,
+    output_option,
     user_errors,
 )
 from beamner.engine.settings import CLI_NORMALIZE, DEFAULT_LEARN_RATE, BeamSettings
@@ -30,7 +34,17 @@ TEACH_LR_HELP = (
     "Step of the updates. 5e-5, not the pipeline's usual 1e-3: larger steps made en_core_web_sm "
     "forget its home domain (experiments/teach_simulation.py)."
 )
+#: teach-update's --overwrite: its OUT may be its own checkpoint, resumed unless this is given.
+UPDATE_OVERWRITE_HELP = (
+    "Start afresh over an existing OUT: a folder beamner did not write is "
+    "otherwise refused, a teach-update checkpoint otherwise resumed."
+)
 LearnRate = Annotated[float, typer.Option("--learn-rate", min=0.0, help=TEACH_LR_HELP)]
+Seed = Annotated[int, typer.Option("--seed", help=SEED_HELP)]
+
+
+def _echo_err(message: str) -> None:
+    typer.echo(message, err=True)
 
 
 def teach_update_cmd(
@@ -38,36 +52,23 @@ def teach_update_cmd(
     answers: Annotated[
         str, typer.Argument(help="JSONL answers (this package's page, Prodigy db-out, ...).")
     ],
-    output: Annotated[
-        Path, typer.Option("--output", "-o", help="Where to save the updated pipeline.")
-    ],
-    n_epochs: Annotated[int, typer.Option("--n-epochs", "-n", min=1, help="Epochs.")] = 5,
+    output: Annotated[Path, output_option("Where to save the updated pipeline.")],
+    n_epochs: Annotated[int, count("--n-epochs", "-n", help="Epochs.")] = 5,
     holdout: Annotated[
         float,
         typer.Option("--holdout", min=0.0, max=0.99, help="Share of the texts held out."),
     ] = 0.2,
-    update_batch: Annotated[
-        int, typer.Option("--update-batch", min=1, help="Texts per beam update.")
-    ] = 16,
+    update_batch: Annotated[int, count("--update-batch", help="Texts per beam update.")] = 16,
     beam_width: BeamWidth = _BEAM.width,
     beam_density: BeamDensity = _BEAM.density,
     normalize: Normalize = CLI_NORMALIZE,
-    learn_rate: Annotated[
-        float, typer.Option("--learn-rate", min=0.0, help=TEACH_LR_HELP)
-    ] = DEFAULT_LEARN_RATE,
-    drop: Annotated[float, typer.Option("--dropout", min=0.0, max=1.0)] = 0.1,
-    seed: Annotated[int, typer.Option("--seed", help=SEED_HELP)] = 0,
+    learn_rate: LearnRate = DEFAULT_LEARN_RATE,
+    drop: Annotated[float, fraction("--dropout")] = 0.1,
+    seed: Seed = 0,
     checkpoint_every: Annotated[
-        int, typer.Option("--checkpoint-every", min=1, help="Save every N update batches.")
+        int, count("--checkpoint-every", help="Save every N update batches.")
     ] = 20,
-    overwrite: Annotated[
-        bool,
-        typer.Option(
-            "--overwrite",
-            help="Start afresh over an existing OUT: a folder beamner did not write is "
-            "otherwise refused, a teach-update checkpoint otherwise resumed.",
-        ),
-    ] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=UPDATE_OVERWRITE_HELP)] = False,
 ) -> None:
     """Update a pipeline's NER from binary (accept/reject/ignore) answers with beam updates.
 
@@ -80,23 +81,7 @@ def teach_update_cmd(
     from beamner.teach.batch import teach_update
 
     with user_errors():
-        result = teach_update(
-            model,
-            answers,
-            output,
-            n_epochs=n_epochs,
-            holdout=holdout,
-            update_batch=update_batch,
-            beam_width=beam_width,
-            beam_density=beam_density,
-            normalize=normalize,
-            learn_rate=learn_rate,
-            drop=drop,
-            seed=seed,
-            checkpoint_every=checkpoint_every,
-            overwrite=overwrite,
-            log=lambda msg: typer.echo(msg, err=True),
-        )
+        result = forward(teach_update, locals(), model, answers, output, log=_echo_err)
     merge = result["merge"]
     typer.echo(
         f"{plural(merge['n_answers'], 'answer')} ({merge['n_accept']} accept, "
@@ -141,17 +126,12 @@ def teach_cmd(
         ),
     ] = None,
     output: Annotated[
-        OptPath,
-        typer.Option(
-            "--output", "-o", help="Where the updated model is saved (default DATASET-model)."
-        ),
+        OptPath, output_option("Where the updated model is saved (default DATASET-model).")
     ] = None,
     update_every: Annotated[
-        int, typer.Option("--update-every", min=1, help="Update the model every N answers.")
+        int, count("--update-every", help="Update the model every N answers.")
     ] = 10,
-    save_every: Annotated[
-        int, typer.Option("--save-every", min=1, help="Save the model every M answers.")
-    ] = 100,
+    save_every: Annotated[int, count("--save-every", help="Save the model every M answers.")] = 100,
     order: Annotated[
         str,
         typer.Option(
@@ -161,24 +141,18 @@ def teach_cmd(
             "from the answers) or random.",
         ),
     ] = "uncertainty",
-    buffer: Annotated[int, typer.Option("--buffer", min=1, help="Look-ahead tasks.")] = 64,
+    buffer: Annotated[int, count("--buffer", help="Look-ahead tasks.")] = 64,
     batch_size: Annotated[
-        int,
-        typer.Option(
-            "--batch-size", "-b", min=1, help="Texts read per task served (more: more selective)."
-        ),
+        int, count("--batch-size", "-b", help="Texts read per task served (more: more selective).")
     ] = 16,
     beam_width: BeamWidth = _BEAM.width,
     beam_density: BeamDensity = _BEAM.density,
     normalize: Normalize = CLI_NORMALIZE,
     threshold: Annotated[
-        float,
-        typer.Option("--threshold", "-t", min=0.0, max=1.0, help="Suggest spans with p >= this."),
+        float, fraction("--threshold", "-t", help="Suggest spans with p >= this.")
     ] = 0.05,
-    learn_rate: Annotated[
-        float, typer.Option("--learn-rate", min=0.0, help=TEACH_LR_HELP)
-    ] = DEFAULT_LEARN_RATE,
-    seed: Annotated[int, typer.Option("--seed", help=SEED_HELP)] = 0,
+    learn_rate: LearnRate = DEFAULT_LEARN_RATE,
+    seed: Seed = 0,
     fmt: Format = "auto",
     overwrite: Overwrite = False,
 ) -> None:
@@ -209,21 +183,11 @@ def teach_cmd(
         check_output(out, [dataset, *on_disk(source, model)], overwrite=overwrite, folder=True)
         sock = bind_socket(host, port)  # before the model loads: a taken port fails fast
         nlp = load_model(model)
-        session = TeachSession(
-            nlp,
-            source,
-            labels,
-            order=order,
-            buffer=buffer,
-            batch_size=batch_size,
-            beam_width=beam_width,
-            beam_density=beam_density,
-            normalize=normalize,
-            threshold=threshold,
-            learn_rate=learn_rate,
-            seed=seed,
-            fmt=fmt,
+        # The task stream's options: TeachSession takes them as **stream_options.
+        stream = dict(
+            order=order, buffer=buffer, batch_size=batch_size, threshold=threshold, fmt=fmt
         )
+        session = forward(TeachSession, locals(), nlp, source, labels, **stream)
         server = TeachServer(
             session,
             dataset,
