@@ -278,16 +278,89 @@ def group_spans(predicted: Sequence[Doc]) -> list[list[Any]]:
     return out
 
 
-def read_rows(name: str) -> list[tuple[str, str | None, str]]:
+def error_analysis(spans: Sequence[Sequence[Any]], truth: Sequence[set[Any]]) -> dict[str, Any]:
+    """Where a read loses: recall and precision by entity length (1, 2, 3+
+    tokens), and its false positives split into a right span with the wrong
+    label, a span overlapping a gold one, and a span touching none."""
+    buckets = ("1", "2", "3+")
+
+    def bucket(start: int, end: int) -> str:
+        return buckets[min(end - start, 3) - 1]
+
+    gold_n = dict.fromkeys(buckets, 0)
+    found = dict.fromkeys(buckets, 0)
+    pred_n = dict.fromkeys(buckets, 0)
+    right = dict.fromkeys(buckets, 0)
+    wrong_label = overlapping = spurious = 0
+    for doc_spans, gold in zip(spans, truth):
+        predicted = {(s, e, label) for s, e, label, _ in doc_spans}
+        gold_spans = {(s, e) for s, e, _ in gold}
+        for s, e, label in gold:
+            gold_n[bucket(s, e)] += 1
+            found[bucket(s, e)] += (s, e, label) in predicted
+        for s, e, label in predicted:
+            pred_n[bucket(s, e)] += 1
+            if (s, e, label) in gold:
+                right[bucket(s, e)] += 1
+            elif (s, e) in gold_spans:
+                wrong_label += 1
+            elif any(s < ge and gs < e for gs, ge in gold_spans):
+                overlapping += 1
+            else:
+                spurious += 1
+    return {
+        "recall_by_length": {b: found[b] / gold_n[b] if gold_n[b] else None for b in buckets},
+        "precision_by_length": {b: right[b] / pred_n[b] if pred_n[b] else None for b in buckets},
+        "gold_by_length": gold_n,
+        "predicted_by_length": pred_n,
+        "false_positives": {
+            "wrong_label": wrong_label,
+            "overlapping_gold": overlapping,
+            "spurious": spurious,
+        },
+    }
+
+
+def read_rows(name: str) -> list[tuple[str, str | None, str, bool]]:
     """(row name, beam normalization or None for spancat, "best parse" |
-    "marginal" | "spancat") of each read of a trained model."""
+    "marginal" | "spancat", calibrated on dev) of each read of a trained model.
+    Every beamner read is also measured with the isotonic calibration
+    ``beamner calibrate`` fits on the corpus's dev set (spancat has none)."""
     if name not in BEAM_READS:
-        return [(name, None, "spancat")]
+        return [(name, None, "spancat", False)]
     return [
-        (f"{name}, {normalize}, {read}", normalize, read)
+        (
+            f"{name}, {normalize}, {read}" + (", isotonic on dev" if cal else ""),
+            normalize,
+            read,
+            cal,
+        )
+        for cal in (False, True)
         for normalize in BEAM_READS[name]
         for read in ("best parse", "marginal")
     ]
+
+
+def calibrated_model(corpus: str, run: dict[str, Any], normalize: str) -> Path:
+    """The run's best checkpoint with an isotonic calibration fitted on the
+    corpus's dev set under ``normalize`` (fitted once, then reused)."""
+    from beamner.evaluation.calibrate import calibrate
+
+    out = ROOT / f"{run['model']}-{normalize}-isotonic"
+    if not out.exists():
+        dev = WORK / corpus / "dev.spacy"
+        calibrate(
+            ROOT / run["model"] / "model-best",
+            dev,
+            out,
+            method="isotonic",
+            eval_data=dev,
+            beam_width=WIDTH,
+            beam_density=DENSITY,
+            normalize=normalize,
+            progress=False,
+        )
+    return out
 
 
 def evaluate_all(corpus: str, seeds: list[int]) -> None:
@@ -303,11 +376,14 @@ def evaluate_all(corpus: str, seeds: list[int]) -> None:
         name = key.rsplit(" seed ", 1)[0]
         if run["seed"] not in seeds:
             continue
-        for row, normalize, read in read_rows(name):
+        for row, normalize, read, calibrated in read_rows(name):
             row_key = f"{row} seed {run['seed']}"
             if row_key in results["test"]:
                 continue  # measured by an earlier run of this stage
-            nlp = spacy.load(ROOT / run["model"] / "model-best")
+            if calibrated and normalize is not None:
+                nlp = spacy.load(calibrated_model(corpus, run, normalize))
+            else:
+                nlp = spacy.load(ROOT / run["model"] / "model-best")
             if normalize is not None:
                 beamner.accelerate(
                     nlp,
@@ -346,6 +422,7 @@ def evaluate_all(corpus: str, seeds: list[int]) -> None:
                 "seed": run["seed"],
                 "pipe_cpu_seconds": cpu,
                 "words_per_cpu_second": n_words / cpu,
+                "errors": error_analysis(spans, truth),
                 **report,
             }
             print(
