@@ -321,23 +321,89 @@ def error_analysis(spans: Sequence[Sequence[Any]], truth: Sequence[set[Any]]) ->
     }
 
 
-def read_rows(name: str) -> list[tuple[str, str | None, str, bool]]:
-    """(row name, beam normalization or None for spancat, "best parse" |
-    "marginal" | "spancat", calibrated on dev) of each read of a trained model.
-    Every beamner read is also measured with the isotonic calibration
-    ``beamner calibrate`` fits on the corpus's dev set (spancat has none)."""
+#: The dev-tuned read: a candidate is an entity when its entity mass
+#: (1 - "no entity") is >= a threshold chosen for span F1 on the corpus's dev
+#: set (the same rule for every model), labelled with its most probable label.
+TUNED = "mass >= t tuned on dev"
+
+
+def reads_of(name: str) -> tuple[str, ...]:
+    """The reads of one model's distributions: spancat's own ``argmax`` (its
+    ``doc.spans``), a beamner model's ``best parse`` (``doc.ents`` with their
+    marginals) and ``marginal`` (its ``doc.spans`` in spancat's layout: the
+    non-overlapping candidates whose most probable column is a label), and
+    :data:`TUNED` for all."""
+    return ("argmax", TUNED) if name not in BEAM_READS else ("best parse", "marginal", TUNED)
+
+
+def setups_of(name: str) -> list[tuple[str | None, bool]]:
+    """(beam normalization or None for spancat, calibrated on dev): every
+    beamner setup is also measured with the isotonic calibration ``beamner
+    calibrate`` fits on the corpus's dev set (spancat has none)."""
     if name not in BEAM_READS:
-        return [(name, None, "spancat", False)]
+        return [(None, False)]
+    return [(normalize, cal) for cal in (False, True) for normalize in BEAM_READS[name]]
+
+
+def row_name(name: str, normalize: str | None, read: str, calibrated: bool) -> str:
+    if normalize is None:
+        return name if read == "argmax" else f"{name}, {read}"
+    return f"{name}, {normalize}, {read}" + (", isotonic on dev" if calibrated else "")
+
+
+def mass_spans(candidates: Sequence[Any], threshold: float) -> list[list[Any]]:
+    """:data:`TUNED`'s spans: candidates with entity mass >= ``threshold``,
+    non-overlapping (the most massive first), each with its most probable
+    label and that label's probability."""
+    out = []
+    for spans, labels, dist in candidates:
+        dist = numpy.asarray(dist, dtype=numpy.float64)
+        chosen: list[Any] = []
+        if len(dist):
+            mass = 1.0 - dist[:, -1]
+            best = dist[:, :-1].argmax(axis=1)
+            taken: set[int] = set()
+            for row in numpy.argsort(-mass, kind="stable"):
+                if mass[row] < threshold:
+                    break
+                start, end = int(spans[row][0]), int(spans[row][1])
+                if taken.intersection(range(start, end)):
+                    continue
+                taken.update(range(start, end))
+                label = int(best[row])
+                chosen.append((start, end, labels[label], float(dist[row, label])))
+        out.append(chosen)
+    return out
+
+
+def tune_threshold(candidates: Sequence[Any], truth: Sequence[set[Any]]) -> tuple[float, float]:
+    """The entity-mass threshold (0.05, 0.10, ..., 0.95) with the best span F1
+    on ``candidates`` (ties: the higher threshold), and that F1."""
+    from beamner.evaluation.spans import span_metrics
+
+    best = (-1.0, 0.5)
+    for threshold in numpy.round(numpy.arange(0.05, 0.96, 0.05), 2):
+        f1 = span_metrics(mass_spans(candidates, float(threshold)), truth)["spans"]["f1"]
+        if f1 >= best[0]:
+            best = (f1, float(threshold))
+    return best[1], best[0]
+
+
+def candidates_of(nlp: spacy.Language, docs: list[Doc], normalize: str | None) -> list[Any]:
+    """Every candidate's distribution: spancat's suggested spans, or the beam's."""
+    import beamner
+
+    if normalize is None:
+        return spancat_candidates(nlp, docs)
     return [
-        (
-            f"{name}, {normalize}, {read}" + (", isotonic on dev" if cal else ""),
-            normalize,
-            read,
-            cal,
+        (d.spans, list(d.labels), d.probabilities)
+        for d in beamner.span_distributions(
+            nlp,
+            [d.copy() for d in docs],
+            beam_width=WIDTH,
+            beam_density=DENSITY,
+            normalize=normalize,
         )
-        for cal in (False, True)
-        for normalize in BEAM_READS[name]
-        for read in ("best parse", "marginal")
     ]
 
 
@@ -369,16 +435,22 @@ def evaluate_all(corpus: str, seeds: list[int]) -> None:
 
     path = results_path(corpus)
     results = load_results(path)
-    gold = gold_docs(spacy.blank("en"), sentences(corpus)["test"])
+    split = sentences(corpus)
+    gold = gold_docs(spacy.blank("en"), split["test"])
+    dev_gold = gold_docs(spacy.blank("en"), split["dev"])
     truth = [{(e.start, e.end, e.label_) for e in doc.ents} for doc in gold]
+    dev_truth = [{(e.start, e.end, e.label_) for e in doc.ents} for doc in dev_gold]
     n_words = sum(len(doc) for doc in gold)
     for key, run in sorted(results["train"].items()):
         name = key.rsplit(" seed ", 1)[0]
         if run["seed"] not in seeds:
             continue
-        for row, normalize, read, calibrated in read_rows(name):
-            row_key = f"{row} seed {run['seed']}"
-            if row_key in results["test"]:
+        for normalize, calibrated in setups_of(name):
+            rows = {
+                read: f"{row_name(name, normalize, read, calibrated)} seed {run['seed']}"
+                for read in reads_of(name)
+            }
+            if all(row in results["test"] for row in rows.values()):
                 continue  # measured by an earlier run of this stage
             if calibrated and normalize is not None:
                 nlp = spacy.load(calibrated_model(corpus, run, normalize))
@@ -396,41 +468,81 @@ def evaluate_all(corpus: str, seeds: list[int]) -> None:
                 )
             docs = test_docs(nlp, gold)
             predicted, cpu = timed_pipe(nlp, docs)
-            if normalize is None:
-                candidates = spancat_candidates(nlp, docs)
-                spans = group_spans(predicted)
-            else:
+            candidates = candidates_of(nlp, docs, normalize)
+            threshold, dev_f1 = tune_threshold(
+                candidates_of(nlp, test_docs(nlp, dev_gold), normalize), dev_truth
+            )
+            for read, row_key in rows.items():
+                if read == "best parse":
+                    spans = best_parse_spans(predicted, candidates)
+                elif read == TUNED:
+                    spans = mass_spans(candidates, threshold)
+                else:
+                    spans = group_spans(predicted)
+                report = span_metrics(spans, truth, candidates)
+                results["test"][row_key] = {
+                    "row": row_key.rsplit(" seed ", 1)[0],
+                    "trained": key,
+                    "seed": run["seed"],
+                    "pipe_cpu_seconds": cpu,
+                    "words_per_cpu_second": n_words / cpu,
+                    **({"threshold": threshold, "dev_f1": dev_f1} if read == TUNED else {}),
+                    "errors": error_analysis(spans, truth),
+                    **report,
+                }
+                print(
+                    f"{corpus} {row_key}: F1 {report['spans']['f1']:.3f} "
+                    f"ECE {report['predicted']['ece']:.3f} {n_words / cpu:.0f} words/CPU-s",
+                    flush=True,
+                )
+            save_results(results, path)
+
+
+PROBE_WIDTHS = (16, 64, 256)
+
+
+def width_probe(corpus: str, seed: int) -> None:
+    """Is the beam's candidate recall what costs recall? For each beamner
+    setup (uncalibrated), the dev-tuned read at widths 16, 64 and 256 (density
+    0, the threshold tuned at width 16 kept): the share of gold spans among the
+    candidates against the span P/R/F1."""
+    import beamner
+    from beamner.evaluation.spans import span_metrics
+
+    path = results_path(corpus)
+    results = load_results(path)
+    gold = gold_docs(spacy.blank("en"), sentences(corpus)["test"])
+    truth = [{(e.start, e.end, e.label_) for e in doc.ents} for doc in gold]
+    probe = results.setdefault("width_probe", {})
+    for name, normalizes in BEAM_READS.items():
+        run = results["train"][f"{name} seed {seed}"]
+        for normalize in normalizes:
+            tuned = results["test"][f"{row_name(name, normalize, TUNED, False)} seed {seed}"]
+            nlp = spacy.load(ROOT / run["model"] / "model-best")
+            docs = test_docs(nlp, gold)
+            for width in PROBE_WIDTHS:
                 candidates = [
                     (d.spans, list(d.labels), d.probabilities)
                     for d in beamner.span_distributions(
                         nlp,
                         [d.copy() for d in docs],
-                        beam_width=WIDTH,
-                        beam_density=DENSITY,
+                        beam_width=width,
+                        beam_density=0.0,
                         normalize=normalize,
                     )
                 ]
-                spans = (
-                    best_parse_spans(predicted, candidates)
-                    if read == "best parse"
-                    else group_spans(predicted)
+                report = span_metrics(mass_spans(candidates, tuned["threshold"]), truth, candidates)
+                probe[f"{name}, {normalize}, width {width} seed {seed}"] = {
+                    "gold_span_share": report["negative"]["gold_span_share"],
+                    "threshold": tuned["threshold"],
+                    **report["spans"],
+                }
+                print(
+                    f"{corpus} {name} {normalize} width {width}: gold share "
+                    f"{report['negative']['gold_span_share']:.3f}, F1 {report['spans']['f1']:.3f}",
+                    flush=True,
                 )
-            report = span_metrics(spans, truth, candidates)
-            results["test"][row_key] = {
-                "row": row,
-                "trained": key,
-                "seed": run["seed"],
-                "pipe_cpu_seconds": cpu,
-                "words_per_cpu_second": n_words / cpu,
-                "errors": error_analysis(spans, truth),
-                **report,
-            }
-            print(
-                f"{corpus} {row_key}: F1 {report['spans']['f1']:.3f} "
-                f"ECE {report['predicted']['ece']:.3f} {n_words / cpu:.0f} words/CPU-s",
-                flush=True,
-            )
-            save_results(results, path)
+    save_results(results, path)
 
 
 #: The table's columns: header, how to read a value from (train, test) records, digits.
@@ -509,7 +621,7 @@ def markdown_tables() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("stage", choices=["train", "evaluate", "table"])
+    parser.add_argument("stage", choices=["train", "evaluate", "widths", "table"])
     parser.add_argument("--corpus", choices=CORPORA, default="wnut17")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args()
@@ -517,6 +629,9 @@ def main() -> None:
         train_all(args.corpus, args.seeds)
     elif args.stage == "evaluate":
         evaluate_all(args.corpus, args.seeds)
+    elif args.stage == "widths":
+        for seed in args.seeds:
+            width_probe(args.corpus, seed)
     else:
         print(markdown_tables())
 
