@@ -80,7 +80,19 @@ DENSITY = 0.0001
 
 
 def results_path(corpus: str) -> Path:
+    """The train stage's records (only that stage writes this file)."""
     return RESULTS / f"span_converged_{corpus}.json"
+
+
+def eval_path(corpus: str) -> Path:
+    """The evaluate and widths stages' records: a file of their own, so that
+    they can run while the train stage goes on with later seeds."""
+    return RESULTS / f"span_converged_{corpus}.eval.json"
+
+
+def combined(corpus: str) -> dict[str, Any]:
+    """Both stages' records of a corpus."""
+    return {**load_results(eval_path(corpus)), "train": load_results(results_path(corpus))["train"]}
 
 
 def sentences(corpus: str) -> dict[str, list[Any]]:
@@ -433,8 +445,8 @@ def evaluate_all(corpus: str, seeds: list[int]) -> None:
     import beamner
     from beamner.evaluation.spans import span_metrics
 
-    path = results_path(corpus)
-    results = load_results(path)
+    path = eval_path(corpus)
+    results = combined(corpus)
     split = sentences(corpus)
     gold = gold_docs(spacy.blank("en"), split["test"])
     dev_gold = gold_docs(spacy.blank("en"), split["dev"])
@@ -495,7 +507,7 @@ def evaluate_all(corpus: str, seeds: list[int]) -> None:
                     f"ECE {report['predicted']['ece']:.3f} {n_words / cpu:.0f} words/CPU-s",
                     flush=True,
                 )
-            save_results(results, path)
+            save_results({k: v for k, v in results.items() if k != "train"}, path)
 
 
 PROBE_WIDTHS = (16, 64, 256)
@@ -509,8 +521,8 @@ def width_probe(corpus: str, seed: int) -> None:
     import beamner
     from beamner.evaluation.spans import span_metrics
 
-    path = results_path(corpus)
-    results = load_results(path)
+    path = eval_path(corpus)
+    results = combined(corpus)
     gold = gold_docs(spacy.blank("en"), sentences(corpus)["test"])
     truth = [{(e.start, e.end, e.label_) for e in doc.ents} for doc in gold]
     probe = results.setdefault("width_probe", {})
@@ -542,7 +554,7 @@ def width_probe(corpus: str, seed: int) -> None:
                     f"{report['negative']['gold_span_share']:.3f}, F1 {report['spans']['f1']:.3f}",
                     flush=True,
                 )
-    save_results(results, path)
+    save_results({k: v for k, v in results.items() if k != "train"}, path)
 
 
 #: The table's columns: header, how to read a value from (train, test) records, digits.
@@ -584,9 +596,26 @@ def summarize(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
-def markdown_table(corpus: str) -> str:
+#: The reads the README tables show (every read is in the JSON; ``table --all``).
+SHOWN = [
+    "spancat_singlelabel",
+    f"spancat_singlelabel, {TUNED}",
+    "ner (greedy-trained), local, best parse",
+    "ner (greedy-trained), local, marginal",
+    f"ner (greedy-trained), local, {TUNED}",
+    f"ner (greedy-trained), local, {TUNED}, isotonic on dev",
+    "beamner_ner (beam-trained), none, best parse",
+    "beamner_ner (beam-trained), none, marginal",
+    f"beamner_ner (beam-trained), none, {TUNED}",
+    f"beamner_ner (beam-trained), none, {TUNED}, isotonic on dev",
+    "beamner_ner (beam-trained), local, best parse",
+    f"beamner_ner (beam-trained), local, {TUNED}",
+]
+
+
+def markdown_table(corpus: str, every_row: bool = False) -> str:
     """The README table of one corpus: mean ± std over its seeds."""
-    results = load_results(results_path(corpus))
+    results = combined(corpus)
     summary = summarize(results)
     lines = [
         f"{corpus}: " + ", ".join(f"{k} {v}" for k, v in sorted(seeds_of(results).items())),
@@ -594,7 +623,8 @@ def markdown_table(corpus: str) -> str:
         "| model, read | " + " | ".join(h for h, _, _ in COLUMNS) + " |",
         "|---|" + "---:|" * len(COLUMNS),
     ]
-    for name, row in summary.items():
+    shown = [name for name in SHOWN if name in summary]
+    for name, row in ((n, summary[n]) for n in (shown if not every_row else summary)):
         cells = []
         for header, _, digits in COLUMNS:
             v = row.get(header)
@@ -615,8 +645,8 @@ def seeds_of(results: dict[str, Any]) -> dict[str, str]:
     return {name: "(" + "; ".join(runs) + ")" for name, runs in out.items()}
 
 
-def markdown_tables() -> str:
-    return "\n\n".join(markdown_table(c) for c in CORPORA if results_path(c).exists())
+def markdown_tables(every_row: bool = False) -> str:
+    return "\n\n".join(markdown_table(c, every_row) for c in CORPORA if eval_path(c).exists())
 
 
 def main() -> None:
@@ -624,6 +654,7 @@ def main() -> None:
     parser.add_argument("stage", choices=["train", "evaluate", "widths", "table"])
     parser.add_argument("--corpus", choices=CORPORA, default="wnut17")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--all", action="store_true", help="table: every read, not SHOWN")
     args = parser.parse_args()
     if args.stage == "train":
         train_all(args.corpus, args.seeds)
@@ -633,7 +664,7 @@ def main() -> None:
         for seed in args.seeds:
             width_probe(args.corpus, seed)
     else:
-        print(markdown_tables())
+        print(markdown_tables(args.all))
 
 
 if __name__ == "__main__":
