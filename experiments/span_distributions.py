@@ -645,8 +645,69 @@ def seeds_of(results: dict[str, Any]) -> dict[str, str]:
     return {name: "(" + "; ".join(runs) + ")" for name, runs in out.items()}
 
 
+#: The analysis table's reads and columns (means over seeds).
+ANALYSIS_ROWS = [
+    "spancat_singlelabel",
+    f"spancat_singlelabel, {TUNED}",
+    f"ner (greedy-trained), local, {TUNED}",
+    f"beamner_ner (beam-trained), none, {TUNED}",
+]
+
+
+def analysis_table(corpus: str) -> str:
+    """Where each read finds and loses entities: recall by gold entity length,
+    predictions, and false positives by kind (means over seeds), and the width
+    probe (seed means)."""
+    results = combined(corpus)
+    lines = [
+        f"{corpus}: recall by entity length (tokens), predictions and false positives",
+        "",
+        "| read | R 1 | R 2 | R 3+ | predicted | FP wrong label | FP overlapping | FP spurious |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in ANALYSIS_ROWS:
+        records = [r for r in results["test"].values() if r["row"] == row]
+        if not records:
+            continue
+
+        def mean(
+            get: Callable[[dict[str, Any]], Any], records: list[dict[str, Any]] = records
+        ) -> float:
+            return float(numpy.mean([get(r["errors"]) for r in records]))
+
+        lines.append(
+            f"| {row} | "
+            + " | ".join(
+                f"{mean(lambda e, b=b: e['recall_by_length'][b]):.3f}" for b in ("1", "2", "3+")
+            )
+            + f" | {mean(lambda e: sum(e['predicted_by_length'].values())):.0f} | "
+            + " | ".join(
+                f"{mean(lambda e, k=k: e['false_positives'][k]):.0f}"
+                for k in ("wrong_label", "overlapping_gold", "spurious")
+            )
+            + " |"
+        )
+    probe = results.get("width_probe", {})
+    if probe:
+        lines += [
+            "",
+            "| beamner setup, width | gold spans among candidates | span R | span F1 |",
+            "|---|---:|---:|---:|",
+        ]
+        for key in sorted(probe, key=lambda k: (k.split(" width ")[0], int(k.split()[-3]))):
+            v = probe[key]
+            lines.append(
+                f"| {key} | {v['gold_span_share']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} |"
+            )
+    return "\n".join(lines)
+
+
 def markdown_tables(every_row: bool = False) -> str:
-    return "\n\n".join(markdown_table(c, every_row) for c in CORPORA if eval_path(c).exists())
+    return "\n\n".join(
+        f"{markdown_table(c, every_row)}\n\n{analysis_table(c)}"
+        for c in CORPORA
+        if eval_path(c).exists()
+    )
 
 
 def main() -> None:
