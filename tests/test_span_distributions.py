@@ -509,7 +509,8 @@ def test_evaluate_reports_span_level_rows(tmp_path: Path) -> None:
     rows = {r["width"]: r for r in report["widths"]}
     for row in rows.values():
         spans = row["spans"]
-        assert set(spans) == {"spans", "predicted", "negative"}
+        assert set(spans) == {"spans", "predicted", "negative", "candidate_labels"}
+        assert 0.0 <= spans["candidate_labels"]["ece"] <= 1.0
         assert spans["spans"]["n_gold"] == report["n_gold_entities"]
         assert spans["predicted"]["n"] == spans["spans"]["n_predicted"]
         assert 0.0 <= spans["negative"]["ece"] <= 1.0
