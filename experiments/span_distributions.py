@@ -21,7 +21,11 @@ spancat suggester proposes every n-gram up to the corpus's longest train
 entity. Each run's eval log (step, score, words) is kept beside its model.
 Runs resume after an interruption: a finished run is recorded and skipped,
 an interrupted one is trained again from its start (spaCy keeps no optimizer
-state to resume from).
+state to resume from), and a run stopped by a lower step cap than the
+config's is trained again (its old model kept as ``<out>.capped-<steps>``);
+several processes may train other seeds of one corpus at once. A converged
+run stops the same way under any higher cap, so raising the cap only adds
+the runs that had not converged.
 
 ``evaluate`` measures the best dev checkpoint (``model-best``) of each run on
 the corpus's test set; each beamner model gives two reads from one
@@ -170,15 +174,18 @@ def train_all(corpus: str, seeds: list[int]) -> None:
 
     longest = prepare(corpus)
     path = results_path(corpus)
-    results = load_results(path)
-    results["seeds"] = sorted(set(results.get("seeds", [])) | set(seeds))
-    results["longest_train_entity"] = longest
+    update_results(path, lambda r: r.update(longest_train_entity=longest))
     for seed in seeds:
         for name, config in TRAINED.items():
             key = f"{name} seed {seed}"
             out = WORK / corpus / f"{Path(config).stem}-{seed}"
-            if key in results["train"] and out.exists():
-                continue
+            cfg = spacy.util.load_config(ROOT / config)["training"]
+            done = load_results(path)["train"].get(key)
+            if done is not None and out.exists():
+                if converged(done) or done["steps"] >= cfg["max_steps"]:
+                    continue
+                # Stopped by a lower cap than today's: trained again, the old model kept.
+                out.replace(out.with_name(f"{out.name}.capped-{done['steps']}"))
             partial = out.with_name(out.name + ".partial")
             if partial.exists():  # this script's own interrupted run
                 shutil.rmtree(partial)
@@ -196,8 +203,7 @@ def train_all(corpus: str, seeds: list[int]) -> None:
             partial.replace(out)
             evals = eval_log(out / "train_log.jsonl")
             best = max(evals, key=lambda e: e["score"])
-            cfg = spacy.util.load_config(ROOT / config)["training"]
-            results["train"][key] = {
+            record = {
                 "model": str(out.relative_to(ROOT)),
                 "config": config,
                 "seed": seed,
@@ -209,14 +215,36 @@ def train_all(corpus: str, seeds: list[int]) -> None:
                 "max_steps": cfg["max_steps"],
                 "patience": cfg["patience"],
                 "eval_frequency": cfg["eval_frequency"],
-                "stopped_by": "step cap" if evals[-1]["step"] >= cfg["max_steps"] else "patience",
             }
+            update_results(path, lambda r, key=key, record=record: r["train"].update({key: record}))
             print(
                 f"{corpus}: trained {key} in {cpu:.0f} CPU s, {evals[-1]['step']} steps "
-                f"(best dev {best['score']:.3f} at {best['step']})",
+                f"(best dev {best['score']:.3f} at {best['step']}, {stopped_by(record)})",
                 flush=True,
             )
-            save_results(results, path)
+
+
+def converged(run: dict[str, Any]) -> bool:
+    """Whether the run's dev score had not improved for ``patience`` steps
+    when it stopped (at the step cap too, when the two coincide)."""
+    return bool(run["steps"] - run["best_step"] >= run["patience"])
+
+
+def stopped_by(run: dict[str, Any]) -> str:
+    return "patience" if converged(run) else "step cap"
+
+
+def update_results(path: Path, change: Callable[[dict[str, Any]], Any]) -> None:
+    """Read, change and write ``path`` under a lock: several train processes
+    (other seeds) record into the same file."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = load_results(path)
+        change(results)
+        save_results(results, path)
 
 
 def test_docs(nlp: spacy.Language, gold: Sequence[Doc]) -> list[Doc]:
@@ -424,7 +452,7 @@ def calibrated_model(corpus: str, run: dict[str, Any], normalize: str) -> Path:
     corpus's dev set under ``normalize`` (fitted once, then reused)."""
     from beamner.evaluation.calibrate import calibrate
 
-    out = ROOT / f"{run['model']}-{normalize}-isotonic"
+    out = ROOT / run["model"] / f"isotonic-{normalize}"  # moves with a retrained run's model
     if not out.exists():
         dev = WORK / corpus / "dev.spacy"
         calibrate(
@@ -462,8 +490,11 @@ def evaluate_all(corpus: str, seeds: list[int]) -> None:
                 read: f"{row_name(name, normalize, read, calibrated)} seed {run['seed']}"
                 for read in reads_of(name)
             }
-            if all(row in results["test"] for row in rows.values()):
-                continue  # measured by an earlier run of this stage
+            if all(
+                results["test"].get(row, {}).get("trained_steps") == run["steps"]
+                for row in rows.values()
+            ):
+                continue  # measured by an earlier run of this stage, on this model
             if calibrated and normalize is not None:
                 nlp = spacy.load(calibrated_model(corpus, run, normalize))
             else:
@@ -496,6 +527,7 @@ def evaluate_all(corpus: str, seeds: list[int]) -> None:
                     "row": row_key.rsplit(" seed ", 1)[0],
                     "trained": key,
                     "seed": run["seed"],
+                    "trained_steps": run["steps"],
                     "pipe_cpu_seconds": cpu,
                     "words_per_cpu_second": n_words / cpu,
                     **({"threshold": threshold, "dev_f1": dev_f1} if read == TUNED else {}),
@@ -639,8 +671,7 @@ def seeds_of(results: dict[str, Any]) -> dict[str, str]:
     for key, run in sorted(results["train"].items()):
         name = key.rsplit(" seed ", 1)[0]
         out.setdefault(name, []).append(
-            f"seed {run['seed']}: {run['steps']} steps, best {run['best_step']}, "
-            f"{run['stopped_by']}"
+            f"seed {run['seed']}: {run['steps']} steps, best {run['best_step']}, {stopped_by(run)}"
         )
     return {name: "(" + "; ".join(runs) + ")" for name, runs in out.items()}
 
