@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -202,6 +202,7 @@ def test_trace_entities_and_gold(
 
 
 @FUZZ
+@example(width=526587144, density=0.0, golds=None, follow_gold=None)  # was std::bad_alloc
 @given(
     width=st.one_of(st.integers(-5, 2000), st.integers(-(2**40), 2**40), st.floats()),
     density=st.one_of(st.floats(), st.integers(-3, 3)),

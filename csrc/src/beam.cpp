@@ -57,6 +57,8 @@ BeamBatch::BeamBatch(const TransitionSystem& system, DocBatch docs, BeamOptions 
     : system_(system), docs_(std::move(docs)), options_(options), golds_(std::move(golds)) {
   BEAMNER_THROW_IF(options_.width < 1, std::invalid_argument, "beam width must be >= 1, got ",
                    options_.width);
+  BEAMNER_THROW_IF(options_.width > BeamOptions::kMaxWidth, std::invalid_argument,
+                   "beam width must be <= ", BeamOptions::kMaxWidth, ", got ", options_.width);
   BEAMNER_THROW_IF(!(options_.density >= 0.0f && options_.density <= 1.0f), std::invalid_argument,
                    "beam density must be in [0, 1], got ", options_.density);
   BEAMNER_THROW_IF(

@@ -69,3 +69,14 @@ TEST_CASE("a long document keeps O(length + width) history nodes, with the same 
     CHECK(results[0][i].entities == results[1][i].entities);
   }
 }
+
+TEST_CASE("a width above kMaxWidth is refused, not a failed allocation") {
+  // Found by the Python fuzz test: width 526587144 threw std::bad_alloc.
+  const TransitionSystem t = TransitionSystem::from_labels({11});
+  const DocBatch docs(std::vector<TokenInfo>(3), {3});
+  CHECK_THROWS_AS(BeamBatch(t, docs, BeamOptions{BeamOptions::kMaxWidth + 1, 0.0f}),
+                  std::invalid_argument);
+  CHECK_THROWS_AS(BeamBatch(t, docs, BeamOptions{526587144, 0.0f}), std::invalid_argument);
+  BeamBatch widest(t, docs, BeamOptions{BeamOptions::kMaxWidth, 0.0f});
+  CHECK(widest.n_unfinished() == 1);
+}

@@ -23,7 +23,10 @@
 namespace beamner {
 
 struct BeamOptions {
-  /// Beam width k (>= 1).
+  /// The widest beam accepted: each document's beam reserves its slots up
+  /// front, so a wider one would be a failed allocation, not a search.
+  static constexpr int kMaxWidth = 1 << 16;
+  /// Beam width k (1 ..= kMaxWidth).
   int width = 1;
   /// Keep candidates whose probability is >= density times the best one's
   /// (thinc's min_density, 0..1).
