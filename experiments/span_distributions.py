@@ -61,7 +61,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 WORK = ROOT / "training" / "span_compare"
 RESULTS = ROOT / "experiments" / "results"
-LOW_BUDGET = RESULTS / "span_distributions.json"
 KEY = "sc"
 CORPORA = ("wnut17", "btc")
 BTC_TRAIN_SECTIONS = ("a", "b", "e", "f", "g")
@@ -94,6 +93,12 @@ def eval_path(corpus: str) -> Path:
     return RESULTS / f"span_converged_{corpus}.eval.json"
 
 
+def save_evaluations(corpus: str, results: dict[str, Any]) -> None:
+    """Write ``results`` (from :func:`combined`) but the train records to
+    :func:`eval_path`."""
+    save_results({k: v for k, v in results.items() if k != "train"}, eval_path(corpus))
+
+
 def combined(corpus: str) -> dict[str, Any]:
     """Both stages' records of a corpus."""
     return {**load_results(eval_path(corpus)), "train": load_results(results_path(corpus))["train"]}
@@ -119,6 +124,10 @@ def sentences(corpus: str) -> dict[str, list[Any]]:
             "test": read_conll(folder / "h.conll"),
         }
     raise ValueError(f"unknown corpus {corpus!r}: one of {', '.join(CORPORA)}")
+
+
+def gold_entities(docs: Sequence[Doc]) -> list[set[tuple[int, int, str]]]:
+    return [{(e.start, e.end, e.label_) for e in doc.ents} for doc in docs]
 
 
 def gold_docs(nlp: spacy.Language, corpus_sentences: Sequence[Any]) -> list[Doc]:
@@ -429,8 +438,15 @@ def tune_threshold(candidates: Sequence[Any], truth: Sequence[set[Any]]) -> tupl
     return best[1], best[0]
 
 
-def candidates_of(nlp: spacy.Language, docs: list[Doc], normalize: str | None) -> list[Any]:
-    """Every candidate's distribution: spancat's suggested spans, or the beam's."""
+def candidates_of(
+    nlp: spacy.Language,
+    docs: list[Doc],
+    normalize: str | None,
+    width: int = WIDTH,
+    density: float = DENSITY,
+) -> list[Any]:
+    """Every candidate's distribution: spancat's suggested spans, or the
+    beam's (``width``, ``density``)."""
     import beamner
 
     if normalize is None:
@@ -440,8 +456,8 @@ def candidates_of(nlp: spacy.Language, docs: list[Doc], normalize: str | None) -
         for d in beamner.span_distributions(
             nlp,
             [d.copy() for d in docs],
-            beam_width=WIDTH,
-            beam_density=DENSITY,
+            beam_width=width,
+            beam_density=density,
             normalize=normalize,
         )
     ]
@@ -473,13 +489,12 @@ def evaluate_all(corpus: str, seeds: list[int]) -> None:
     import beamner
     from beamner.evaluation.spans import span_metrics
 
-    path = eval_path(corpus)
     results = combined(corpus)
     split = sentences(corpus)
     gold = gold_docs(spacy.blank("en"), split["test"])
     dev_gold = gold_docs(spacy.blank("en"), split["dev"])
-    truth = [{(e.start, e.end, e.label_) for e in doc.ents} for doc in gold]
-    dev_truth = [{(e.start, e.end, e.label_) for e in doc.ents} for doc in dev_gold]
+    truth = gold_entities(gold)
+    dev_truth = gold_entities(dev_gold)
     n_words = sum(len(doc) for doc in gold)
     for key, run in sorted(results["train"].items()):
         name = key.rsplit(" seed ", 1)[0]
@@ -539,7 +554,7 @@ def evaluate_all(corpus: str, seeds: list[int]) -> None:
                     f"ECE {report['predicted']['ece']:.3f} {n_words / cpu:.0f} words/CPU-s",
                     flush=True,
                 )
-            save_results({k: v for k, v in results.items() if k != "train"}, path)
+            save_evaluations(corpus, results)
 
 
 PROBE_WIDTHS = (16, 64, 256)
@@ -550,13 +565,11 @@ def width_probe(corpus: str, seed: int) -> None:
     setup (uncalibrated), the dev-tuned read at widths 16, 64 and 256 (density
     0, the threshold tuned at width 16 kept): the share of gold spans among the
     candidates against the span P/R/F1."""
-    import beamner
     from beamner.evaluation.spans import span_metrics
 
-    path = eval_path(corpus)
     results = combined(corpus)
     gold = gold_docs(spacy.blank("en"), sentences(corpus)["test"])
-    truth = [{(e.start, e.end, e.label_) for e in doc.ents} for doc in gold]
+    truth = gold_entities(gold)
     probe = results.setdefault("width_probe", {})
     for name, normalizes in BEAM_READS.items():
         run = results["train"][f"{name} seed {seed}"]
@@ -565,16 +578,7 @@ def width_probe(corpus: str, seed: int) -> None:
             nlp = spacy.load(ROOT / run["model"] / "model-best")
             docs = test_docs(nlp, gold)
             for width in PROBE_WIDTHS:
-                candidates = [
-                    (d.spans, list(d.labels), d.probabilities)
-                    for d in beamner.span_distributions(
-                        nlp,
-                        [d.copy() for d in docs],
-                        beam_width=width,
-                        beam_density=0.0,
-                        normalize=normalize,
-                    )
-                ]
+                candidates = candidates_of(nlp, docs, normalize, width, density=0.0)
                 report = span_metrics(mass_spans(candidates, tuned["threshold"]), truth, candidates)
                 probe[f"{name}, {normalize}, width {width} seed {seed}"] = {
                     "gold_span_share": report["negative"]["gold_span_share"],
@@ -586,7 +590,7 @@ def width_probe(corpus: str, seed: int) -> None:
                     f"{report['negative']['gold_span_share']:.3f}, F1 {report['spans']['f1']:.3f}",
                     flush=True,
                 )
-    save_results({k: v for k, v in results.items() if k != "train"}, path)
+    save_evaluations(corpus, results)
 
 
 #: The table's columns: header, how to read a value from (train, test) records, digits.
