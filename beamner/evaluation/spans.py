@@ -117,8 +117,9 @@ def span_metrics(
         p = numpy.concatenate(neg_probs) if neg_probs else numpy.zeros(0)
         y = numpy.concatenate(neg_truth) if neg_truth else numpy.zeros(0, dtype=bool)
         report["negative"] = calibration_summary(p, y, n_bins)
-        report["negative"]["n_gold_spans_among_candidates"] = int((~y).sum())
-        report["negative"]["gold_span_share"] = int((~y).sum()) / n_gold if n_gold else None
+        gold_found = int((~y).sum())
+        report["negative"]["n_gold_spans_among_candidates"] = gold_found
+        report["negative"]["gold_span_share"] = gold_found / n_gold if n_gold else None
         report["candidate_labels"] = candidate_label_calibration(
             candidates, gold, label_map=label_map, n_bins=n_bins
         )
